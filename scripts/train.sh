@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set up the environment and run the main job: train a Bregman network on
+# Fashion-MNIST (or on two-spiral when Fashion-MNIST is not installed).
+# Extra arguments go to `mmbilevel train`, for example: bash scripts/train.sh --epochs 2
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+exec .venv/bin/mmbilevel -v train --out runs/main "$@"
