@@ -1,0 +1,277 @@
+"""Batched scalar root finding for increasing functions.
+
+`solve_increasing` solves fn(t) = target elementwise by safeguarded
+Newton-bisection on a bracket [lower, upper] whose ends may be infinite.
+When fn is continuous and increasing, the returned point minimizes the convex
+primitive F(t) − target·t over the closed bracket (F' = fn): it is the root
+when target lies in the range of fn, and the nearer bracket end otherwise.
+This is exactly the Bregman projection ∇φ*(y) of a separable Legendre
+function φ with fn = ∇φ, which is what `mmbilevel.legendre` uses it for.
+
+The root is differentiable with respect to ``target`` by implicit
+differentiation: d root / d target = 1 / fn'(root) at interior roots and 0
+where the root is a bracket end.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["RootResult", "solve_increasing", "default_tol"]
+
+logger = logging.getLogger(__name__)
+
+TensorFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class RootResult:
+    """Result of `solve_increasing`.
+
+    Attributes:
+        root: the solution, same shape as the broadcast of target and bounds;
+            differentiable with respect to ``target`` when it requires grad.
+        iterations: the number of Newton-bisection iterations run (the
+            maximum over elements), not counting bracket expansion.
+        residual: the maximum over elements of the optimality violation:
+            |fn(root) − target| at interior roots; at a bracket end, how far
+            fn(end) lies on the wrong side of target (0 when the end is the
+            exact constrained minimizer).
+        converged: whether every element met the tolerance.
+    """
+
+    root: torch.Tensor
+    iterations: int
+    residual: float
+    converged: bool
+
+
+def default_tol(dtype: torch.dtype) -> float:
+    """Return the default relative tolerance on the root: 4·eps of ``dtype``."""
+    return 4.0 * torch.finfo(dtype).eps
+
+
+def solve_increasing(
+    fn: TensorFn,
+    target: torch.Tensor | float,
+    lower: torch.Tensor | float,
+    upper: torch.Tensor | float,
+    *,
+    fn_grad: TensorFn | None = None,
+    tol: float | None = None,
+    maxiter: int = 100,
+) -> RootResult:
+    """Solve fn(t) = target elementwise for an increasing fn on [lower, upper].
+
+    The method is Newton's iteration kept inside a bracket that shrinks at
+    every step; a Newton step that leaves the bracket, or one that did not
+    halve it, is replaced by a bisection step. Bisection is geometric when the
+    bracket spans orders of magnitude, so infinite or huge brackets shrink in
+    a few dozen steps. Infinite bounds are first replaced by finite ones by
+    stepping outwards until fn crosses target.
+
+    Where target is outside the range of fn on the closed bracket, the root
+    is the bracket end minimizing F(t) − target·t with F' = fn, for instance
+    ``upper`` when fn(upper) < target.
+
+    Args:
+        fn: elementwise increasing torch function; it must accept tensors of
+            the broadcast shape.
+        target: right-hand side, tensor or float.
+        lower: lower bound, tensor or float, may be −inf.
+        upper: upper bound, tensor or float, may be +inf.
+        fn_grad: derivative fn'; computed by autograd when omitted.
+        tol: relative tolerance on the root; default ``default_tol(dtype)``.
+        maxiter: maximum number of Newton-bisection iterations.
+
+    Returns:
+        A `RootResult`. Its ``root`` is differentiable with respect to
+        ``target`` through implicit differentiation.
+
+    Raises:
+        ValueError: ``lower > upper`` somewhere, NaN in the inputs, or
+            ``maxiter`` < 1.
+    """
+    if maxiter < 1:
+        raise ValueError(f"maxiter must be at least 1, got {maxiter}")
+    target_t = torch.as_tensor(target)
+    if not target_t.is_floating_point():
+        target_t = target_t.to(torch.get_default_dtype())
+    dtype, device = target_t.dtype, target_t.device
+    lower_t = torch.as_tensor(lower, dtype=dtype, device=device)
+    upper_t = torch.as_tensor(upper, dtype=dtype, device=device)
+    shape = torch.broadcast_shapes(target_t.shape, lower_t.shape, upper_t.shape)
+    if torch.isnan(target_t).any():
+        raise ValueError("target contains NaN; pass finite or infinite values only")
+    if (lower_t > upper_t).any():
+        raise ValueError("lower must not exceed upper; got a bracket with lower > upper")
+    tol = default_tol(dtype) if tol is None else float(tol)
+    grad_fn = fn_grad if fn_grad is not None else _autograd_derivative(fn)
+
+    with torch.no_grad():
+        result = _solve(
+            fn,
+            grad_fn,
+            target_t.detach().expand(shape),
+            lower_t.expand(shape),
+            upper_t.expand(shape),
+            tol,
+            maxiter,
+        )
+    root = result.root
+    if target_t.requires_grad:
+        root = _ImplicitRoot.apply(target_t.expand(shape), root, grad_fn, lower_t.expand(shape), upper_t.expand(shape))
+    if not result.converged:
+        logger.warning(
+            "solve_increasing did not converge in %d iterations (residual %.3g, tol %.3g)",
+            result.iterations,
+            result.residual,
+            tol,
+        )
+    return RootResult(root=root, iterations=result.iterations, residual=result.residual, converged=result.converged)
+
+
+def _autograd_derivative(fn: TensorFn) -> TensorFn:
+    def derivative(t: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            t = t.detach().requires_grad_(True)
+            (d,) = torch.autograd.grad(fn(t).sum(), t)
+        return d
+
+    return derivative
+
+
+def _expand_bracket(
+    fn: TensorFn, target: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Replace infinite bounds by finite ones bracketing the root (or the bound itself)."""
+    finfo = torch.finfo(target.dtype)
+    a, b = lower.clone(), upper.clone()
+    both_inf = ~torch.isfinite(a) & ~torch.isfinite(b)
+    a = torch.where(both_inf, torch.full_like(a, -1.0), a)
+    b = torch.where(both_inf, torch.full_like(b, 1.0), b)
+    a = torch.where(torch.isinf(a) & torch.isfinite(b), torch.minimum(b, torch.zeros_like(b)) - 1.0, a)
+    b = torch.where(torch.isinf(b) & torch.isfinite(a), torch.maximum(a, torch.zeros_like(a)) + 1.0, b)
+
+    # Step outwards, by a factor 16 each time, only where the original bound is
+    # infinite and fn has not crossed target yet; 300 steps reach the largest float.
+    grow_low = torch.isinf(lower)
+    grow_up = torch.isinf(upper)
+    for _ in range(300):
+        need_low = grow_low & (fn(a) > target)
+        need_up = grow_up & (fn(b) < target)
+        if not (need_low.any() or need_up.any()):
+            break
+        # The old ends stay valid opposite ends of the bracket.
+        b = torch.where(need_low, a, b)
+        a = torch.where(need_up, b, a)
+        a = torch.where(need_low, (a * 16.0 - 1.0).clamp_min(-finfo.max), a)
+        b = torch.where(need_up, (b * 16.0 + 1.0).clamp_max(finfo.max), b)
+    return a, b
+
+
+def _split_point(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Return a bisection point of [a, b]: geometric across magnitudes, else the midpoint."""
+    tiny = torch.finfo(a.dtype).tiny
+    mid = a + 0.5 * (b - a)
+    mid = torch.where(torch.isfinite(mid), mid, 0.5 * a + 0.5 * b)
+    positive = (a >= 0) & (b > 4.0 * a.clamp_min(tiny))
+    negative = (b <= 0) & (a < 4.0 * b.clamp_max(-tiny))
+    geo_pos = torch.sqrt(a.clamp_min(tiny)) * torch.sqrt(b.clamp_min(tiny))
+    geo_neg = -torch.sqrt((-b).clamp_min(tiny)) * torch.sqrt((-a).clamp_min(tiny))
+    mid = torch.where(positive, geo_pos, mid)
+    mid = torch.where(negative, geo_neg, mid)
+    straddle = (a < 0) & (b > 0)
+    return torch.where(straddle, torch.zeros_like(mid), mid)
+
+
+def _solve(
+    fn: TensorFn,
+    grad_fn: TensorFn,
+    target: torch.Tensor,
+    lower: torch.Tensor,
+    upper: torch.Tensor,
+    tol: float,
+    maxiter: int,
+) -> RootResult:
+    a, b = _expand_bracket(fn, target, lower, upper)
+    fa, fb = fn(a), fn(b)
+
+    # Target outside the range on the bracket: the minimizer is an end.
+    at_low = fa >= target
+    at_up = fb <= target
+    done = at_low | at_up | (a == b)
+    x = torch.where(at_low, a, torch.where(at_up, b, _split_point(a, b)))
+
+    tiny = torch.finfo(target.dtype).tiny
+    width_before = b - a
+    used_newton = torch.zeros_like(done)
+    iterations = 0
+    while not bool(done.all()) and iterations < maxiter:
+        iterations += 1
+        fx = fn(x)
+        exact = fx == target
+        a = torch.where(~done & (fx < target), x, a)
+        b = torch.where(~done & (fx > target), x, b)
+        done = done | exact
+
+        # Newton step, accepted inside the open bracket and when the previous
+        # Newton step at least halved the bracket.
+        slope = grad_fn(x)
+        step = (fx - target) / slope
+        newton = x - step
+        width = b - a
+        slow = used_newton & (width > 0.5 * width_before)
+        ok = torch.isfinite(newton) & (newton > a) & (newton < b) & ~slow
+        x_new = torch.where(ok, newton, _split_point(a, b))
+        used_newton = ok
+        width_before = width
+
+        scale = torch.maximum(x_new.abs(), torch.full_like(x_new, tiny))
+        small_step = (x_new - x).abs() <= tol * scale
+        narrow = (b - a) <= tol * scale
+        x = torch.where(done, x, x_new)
+        done = done | small_step | narrow
+
+    residual = _kkt_residual(fn(x), target, x, lower, upper)
+    converged = bool(done.all())
+    return RootResult(root=x, iterations=iterations, residual=residual, converged=converged)
+
+
+def _kkt_residual(
+    fx: torch.Tensor, target: torch.Tensor, x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor
+) -> float:
+    """Return the max violation of the optimality condition of min F(t) − target·t on the bracket."""
+    gap = fx - target
+    violation = gap.abs()
+    # At the upper end fn(upper) ≤ target is optimal, at the lower end fn(lower) ≥ target.
+    violation = torch.where(x == upper, gap.clamp_min(0.0), violation)
+    violation = torch.where(x == lower, (-gap).clamp_min(0.0), violation)
+    violation = torch.where(torch.isnan(violation), torch.full_like(violation, math.inf), violation)
+    if violation.numel() == 0:
+        return 0.0
+    return float(violation.max())
+
+
+class _ImplicitRoot(torch.autograd.Function):
+    """Attach d root / d target = 1 / fn'(root) to a root computed without grad."""
+
+    @staticmethod
+    def forward(ctx, target, root, grad_fn, lower, upper):  # type: ignore[override]
+        ctx.grad_fn = grad_fn
+        ctx.save_for_backward(root, lower, upper)
+        return root.clone()
+
+    @staticmethod
+    def backward(ctx, grad_output):  # type: ignore[override]
+        root, lower, upper = ctx.saved_tensors
+        slope = ctx.grad_fn(root)
+        at_end = (root == lower) | (root == upper)
+        safe_slope = torch.where(at_end, torch.ones_like(slope), slope)
+        grad_target = torch.where(at_end, torch.zeros_like(grad_output), grad_output / safe_slope)
+        return grad_target, None, None, None, None
