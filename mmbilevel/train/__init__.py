@@ -1,0 +1,32 @@
+"""Upper-level training: optimizers, losses, checkpoints, histories and results."""
+
+from __future__ import annotations
+
+from mmbilevel.train.checkpoint import atomic_write, atomic_write_json, atomic_write_text, load_checkpoint, save_checkpoint
+from mmbilevel.train.config import TrainConfig, build_seeded, resolve_device
+from mmbilevel.train.history import EpochRecord, History, history_csv
+from mmbilevel.train.losses import LOSSES, accuracy, get_loss
+from mmbilevel.train.optimizers import OPTIMIZERS, make_optimizer
+from mmbilevel.train.trainer import TrainResult, evaluate, train_model
+
+__all__ = [
+    "LOSSES",
+    "OPTIMIZERS",
+    "EpochRecord",
+    "History",
+    "TrainConfig",
+    "TrainResult",
+    "accuracy",
+    "atomic_write",
+    "atomic_write_json",
+    "atomic_write_text",
+    "build_seeded",
+    "evaluate",
+    "get_loss",
+    "history_csv",
+    "load_checkpoint",
+    "make_optimizer",
+    "resolve_device",
+    "save_checkpoint",
+    "train_model",
+]

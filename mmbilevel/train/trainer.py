@@ -1,0 +1,360 @@
+"""Upper-level training of one model: mini-batch SGD or Adam on ℓ(ψ(h(x; θ)), y).
+
+In "Bilevel Learning of Deep Representations" (Frecon, Salzo, Pontil) the
+upper level learns the majorant parameters θ (the layer weights and biases)
+and the linear head ψ by minimizing the empirical loss of the network's
+logits. This module runs that loop for any ``torch.nn.Module`` that maps a
+batch of inputs to logits.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from mmbilevel.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from mmbilevel.train.config import TrainConfig
+from mmbilevel.train.history import EpochRecord, History
+from mmbilevel.train.losses import LossFn, accuracy, get_loss
+from mmbilevel.train.optimizers import make_optimizer
+
+__all__ = [
+    "TrainResult",
+    "TrainData",
+    "train_model",
+    "evaluate",
+    "as_tensor_pair",
+    "epoch_batches",
+    "progress_enabled",
+]
+
+logger = logging.getLogger(__name__)
+
+# A split is either a pair (inputs, labels) of tensors, a TensorDataset of
+# those two tensors, or any re-iterable of (inputs, labels) batches such as a
+# DataLoader.
+TrainData = Union[tuple[torch.Tensor, torch.Tensor], torch.utils.data.TensorDataset, Iterable]
+
+CHECKPOINT_FORMAT = "mmbilevel-checkpoint-1"
+
+
+@dataclass
+class TrainResult:
+    """Outcome of training one model.
+
+    Attributes:
+        history: per-epoch metrics, epoch 0 being the initial model.
+        seed: seed of the run.
+        seconds: wall time of all epochs, summed over resumed parts.
+        device: device the model was trained on.
+        model: the trained model (None when not kept).
+    """
+
+    history: History
+    seed: int
+    seconds: float
+    device: str
+    model: nn.Module | None = field(default=None, repr=False)
+
+    def final_metrics(self) -> dict[str, float]:
+        """Return the train and test loss and accuracy after the last epoch."""
+        last = self.history.last
+        return {
+            "train_loss": last.train_loss,
+            "train_accuracy": last.train_accuracy,
+            "test_loss": last.test_loss,
+            "test_accuracy": last.test_accuracy,
+        }
+
+
+def as_tensor_pair(data: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Return ``(inputs, labels)`` when ``data`` holds two tensors, else None."""
+    if isinstance(data, torch.utils.data.TensorDataset):
+        data = data.tensors
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(
+        isinstance(item, torch.Tensor) for item in data
+    ):
+        inputs, labels = data
+        if inputs.shape[0] != labels.shape[0]:
+            raise ValueError(
+                f"inputs and labels have different lengths: {inputs.shape[0]} and {labels.shape[0]}"
+            )
+        if labels.dim() != 1 or labels.dtype not in (torch.int64, torch.int32, torch.uint8):
+            raise ValueError(
+                f"labels must be a 1-D integer tensor of class indices, "
+                f"got shape {tuple(labels.shape)} and dtype {labels.dtype}"
+            )
+        return inputs, labels.long()
+    return None
+
+
+def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """Draw one epoch's mini-batches: a random permutation of range(n) cut in slices.
+
+    The permutation comes from ``generator`` only, so the order depends on its
+    seed and on nothing else; the last slice is shorter when ``batch_size``
+    does not divide ``n``.
+    """
+    order = torch.randperm(n, generator=generator)
+    return list(torch.split(order, batch_size))
+
+
+def progress_enabled(progress: bool | None) -> bool:
+    """Decide whether to draw progress bars: when asked, else when stderr is a TTY."""
+    if progress is None:
+        return sys.stderr.isatty()
+    return bool(progress)
+
+
+def _iterate_batches(
+    data: Any, batch_size: int, device: torch.device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    pair = as_tensor_pair(data)
+    if pair is not None:
+        inputs, labels = pair
+        for start in range(0, inputs.shape[0], batch_size):
+            yield (
+                inputs[start : start + batch_size].to(device),
+                labels[start : start + batch_size].to(device),
+            )
+        return
+    for inputs, labels in data:
+        yield inputs.to(device), labels.to(device).long()
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    data: TrainData,
+    loss: str | LossFn = "cross-entropy",
+    *,
+    batch_size: int = 4096,
+    device: torch.device | str | None = None,
+) -> tuple[float, float]:
+    """Compute the mean loss and the accuracy of ``model`` on a whole split.
+
+    The model is put in eval mode and restored to its previous mode after.
+
+    Returns:
+        ``(loss, accuracy)`` as Python floats, accuracy in [0, 1].
+    """
+    loss_fn = get_loss(loss) if isinstance(loss, str) else loss
+    if device is None:
+        device = _model_device(model)
+    was_training = model.training
+    model.eval()
+    total_loss = 0.0
+    total_correct = 0.0
+    count = 0
+    try:
+        for inputs, labels in _iterate_batches(data, batch_size, torch.device(device)):
+            logits = model(inputs)
+            size = labels.shape[0]
+            total_loss += float(loss_fn(logits, labels)) * size
+            total_correct += float(accuracy(logits, labels)) * size
+            count += size
+    finally:
+        model.train(was_training)
+    if count == 0:
+        raise ValueError("cannot evaluate on an empty split")
+    return total_loss / count, total_correct / count
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for tensor in model.parameters():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _check_resume_config(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
+    current = config.to_dict()
+    differing = sorted(
+        key for key in set(saved) | set(current) if key != "epochs" and saved.get(key) != current.get(key)
+    )
+    if differing:
+        details = ", ".join(f"{key}: saved {saved.get(key)!r}, now {current.get(key)!r}" for key in differing)
+        raise ValueError(
+            f"checkpoint {path} was written with other settings ({details}); "
+            f"rerun with the saved settings or without resume"
+        )
+
+
+def _log_epoch(record: EpochRecord, epochs: int, label: str) -> None:
+    # Log about ten progress lines per run at INFO and every epoch at DEBUG.
+    every = max(1, epochs // 10)
+    level = logging.INFO if record.epoch % every == 0 or record.epoch == epochs else logging.DEBUG
+    logger.log(
+        level,
+        "%sepoch %d/%d: train loss %.6g, train accuracy %.4f, test loss %.6g, "
+        "test accuracy %.4f (%.2f s)",
+        label,
+        record.epoch,
+        epochs,
+        record.train_loss,
+        record.train_accuracy,
+        record.test_loss,
+        record.test_accuracy,
+        record.seconds,
+    )
+
+
+def train_model(
+    model: nn.Module,
+    train: TrainData,
+    test: TrainData | None = None,
+    config: TrainConfig | None = None,
+    *,
+    checkpoint_path: str | Path | None = None,
+    checkpoint_every: int = 1,
+    resume: bool = False,
+    progress: bool | None = None,
+) -> TrainResult:
+    """Train ``model`` by mini-batch SGD or Adam and record its history.
+
+    Each epoch draws a permutation of the training set from a
+    ``torch.Generator`` seeded with ``config.seed`` (the global RNG is never
+    used for the order), takes one optimizer step per mini-batch on the mean
+    loss of its logits, then evaluates loss and accuracy on the whole
+    training and test splits. Epoch 0 of the history is the model before
+    training.
+
+    Args:
+        model: module mapping a batch of inputs to logits of shape
+            ``(batch, classes)``; trained on the device of its parameters.
+        train: training split, a pair ``(inputs, labels)`` of tensors (moved
+            to the model's device) or a re-iterable of such batches, for
+            example a ``DataLoader``, whose own order is used.
+        test: optional test split, in the same forms.
+        config: training settings; ``TrainConfig()`` when None.
+        checkpoint_path: file to save a checkpoint into every
+            ``checkpoint_every`` epochs and after the last epoch.
+        checkpoint_every: checkpoint period in epochs, ≥ 1.
+        resume: continue from ``checkpoint_path`` when that file exists. The
+            resumed run restores model, optimizer, history, the order
+            generator and the global RNG, so it reaches the same parameters
+            and history as an uninterrupted run; a checkpoint written with
+            different settings (other than ``epochs``) raises ValueError.
+        progress: draw a tqdm bar; None draws one when stderr is a TTY.
+
+    Returns:
+        The history, timings and the trained model.
+    """
+    config = TrainConfig() if config is None else config
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
+    if resume and checkpoint_path is None:
+        raise ValueError("resume=True needs a checkpoint_path to resume from")
+    device = _model_device(model)
+    loss_fn = get_loss(config.loss)
+    optimizer = make_optimizer(config.optimizer, model.parameters(), config.lr, **config.optimizer_options)
+    generator = torch.Generator().manual_seed(config.seed)
+
+    pair = as_tensor_pair(train)
+    if pair is not None:
+        train = (pair[0].to(device), pair[1].to(device))
+    test_pair = as_tensor_pair(test) if test is not None else None
+    if test_pair is not None:
+        test = (test_pair[0].to(device), test_pair[1].to(device))
+    loader_generator = getattr(train, "generator", None) if pair is None else None
+
+    history = History()
+    start_epoch = 0
+    seconds_before = 0.0
+    if resume and Path(checkpoint_path).is_file():
+        state = load_checkpoint(checkpoint_path, map_location=device)
+        _check_resume_config(state["config"], config, Path(checkpoint_path))
+        if state["epoch"] > config.epochs:
+            raise ValueError(
+                f"checkpoint {checkpoint_path} is at epoch {state['epoch']}, beyond the "
+                f"requested {config.epochs} epochs; ask for at least {state['epoch']} epochs"
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        history = History.from_dict(state["history"])
+        generator.set_state(state["generator"])
+        set_rng_state(state["rng"])
+        if loader_generator is not None and state.get("loader_generator") is not None:
+            loader_generator.set_state(state["loader_generator"])
+        start_epoch = state["epoch"]
+        seconds_before = state["seconds"]
+        logger.info("resumed from %s at epoch %d", checkpoint_path, start_epoch)
+
+    def record_epoch(epoch: int, tic: float) -> EpochRecord:
+        train_loss, train_acc = evaluate(model, train, loss_fn, batch_size=config.eval_batch_size)
+        test_loss, test_acc = math.nan, math.nan
+        if test is not None:
+            test_loss, test_acc = evaluate(model, test, loss_fn, batch_size=config.eval_batch_size)
+        seconds = time.perf_counter() - tic
+        record = EpochRecord(epoch, train_loss, train_acc, test_loss, test_acc, seconds)
+        history.append(record)
+        if not math.isfinite(train_loss):
+            logger.warning("seed %d: training loss is %s at epoch %d", config.seed, train_loss, epoch)
+        return record
+
+    def save(epoch: int, seconds: float) -> None:
+        save_checkpoint(
+            checkpoint_path,
+            {
+                "format": CHECKPOINT_FORMAT,
+                "epoch": epoch,
+                "config": config.to_dict(),
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "history": history.to_dict(),
+                "generator": generator.get_state(),
+                "rng": rng_state(),
+                "loader_generator": None if loader_generator is None else loader_generator.get_state(),
+                "seconds": seconds,
+            },
+        )
+
+    def step(inputs: torch.Tensor, labels: torch.Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(inputs), labels)
+        loss.backward()
+        optimizer.step()
+
+    run_start = time.perf_counter()
+    if start_epoch == 0 and not history.records:
+        _log_epoch(record_epoch(0, time.perf_counter()), config.epochs, f"seed {config.seed}: ")
+
+    show = progress_enabled(progress)
+    epochs_bar = tqdm(
+        range(start_epoch + 1, config.epochs + 1),
+        desc=f"seed {config.seed}",
+        unit="epoch",
+        disable=not show,
+        initial=start_epoch,
+        total=config.epochs,
+    )
+    model.train()
+    for epoch in epochs_bar:
+        tic = time.perf_counter()
+        if pair is not None:
+            for index in epoch_batches(train[0].shape[0], config.batch_size, generator):
+                index = index.to(device)
+                step(train[0][index], train[1][index])
+        else:
+            for inputs, labels in train:
+                step(inputs.to(device), labels.to(device).long())
+        record = record_epoch(epoch, tic)
+        epochs_bar.set_postfix(loss=f"{record.train_loss:.4g}", acc=f"{record.train_accuracy:.3f}")
+        _log_epoch(record, config.epochs, f"seed {config.seed}: ")
+        if checkpoint_path is not None and (epoch % checkpoint_every == 0 or epoch == config.epochs):
+            save(epoch, seconds_before + time.perf_counter() - run_start)
+    epochs_bar.close()
+
+    total_seconds = seconds_before + time.perf_counter() - run_start
+    if checkpoint_path is not None and config.epochs == start_epoch == 0:
+        save(0, total_seconds)
+    return TrainResult(history, config.seed, total_seconds, str(device), model)
