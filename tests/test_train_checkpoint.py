@@ -1,0 +1,223 @@
+"""Tests of atomic writes and of resuming training from checkpoints."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from mmbilevel.train import TrainConfig, build_seeded, train_model
+from mmbilevel.train.batched import train_batched
+from mmbilevel.train.checkpoint import (
+    atomic_write,
+    atomic_write_json,
+    atomic_write_text,
+    load_checkpoint,
+    save_checkpoint,
+)
+
+METRIC_COLUMNS = ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy")
+
+
+def toy_data(n: int = 60):
+    generator = torch.Generator().manual_seed(1)
+    inputs = torch.randn(n, 3, generator=generator, dtype=torch.float64)
+    labels = (inputs.sum(dim=1) > 0).long()
+    return inputs, labels
+
+
+def make_mlp() -> nn.Module:
+    return nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 2)).double()
+
+
+# Atomic writes.
+
+
+def test_atomic_write_replaces(tmp_path):
+    path = tmp_path / "file.txt"
+    atomic_write_text(path, "old")
+    atomic_write_text(path, "new")
+    assert path.read_text() == "new"
+
+
+def test_atomic_write_failure_keeps_old(tmp_path):
+    path = tmp_path / "file.bin"
+    path.write_bytes(b"old")
+
+    def failing_write(handle):
+        handle.write(b"partial")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_write(path, failing_write)
+    assert path.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.bin"]
+
+
+def test_atomic_write_failure_leaves_nothing(tmp_path):
+    path = tmp_path / "new.bin"
+
+    def failing_write(handle):
+        handle.write(b"partial")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(path, failing_write)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_json_unencodable(tmp_path):
+    with pytest.raises(TypeError):
+        atomic_write_json(tmp_path / "out.json", {"value": object()})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_write_creates_folder(tmp_path):
+    path = atomic_write_text(tmp_path / "a" / "b" / "file.txt", "text")
+    assert path.read_text() == "text"
+
+
+def test_save_checkpoint_unpicklable(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"epoch": 1})
+    with pytest.raises(Exception):
+        save_checkpoint(path, {"epoch": 2, "bad": lambda: None})
+    assert load_checkpoint(path)["epoch"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
+
+
+def test_load_checkpoint_missing(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_load_checkpoint_not_training(tmp_path):
+    path = tmp_path / "weights.pt"
+    torch.save({"weight": torch.zeros(2)}, path)
+    with pytest.raises(ValueError, match="not a training checkpoint"):
+        load_checkpoint(path)
+
+
+# Resuming a single model.
+
+
+@pytest.mark.parametrize(
+    "optimizer, options",
+    [("sgd", {"momentum": 0.9}), ("adam", {})],
+)
+def test_resume_matches_straight_run(tmp_path, optimizer, options):
+    data = toy_data()
+    config = TrainConfig(epochs=4, lr=0.05, batch_size=7, optimizer=optimizer, optimizer_options=options, seed=3)
+    straight = train_model(build_seeded(make_mlp, 3), data, data, config)
+
+    path = tmp_path / "checkpoint.pt"
+    first_half = TrainConfig(**{**config.to_dict(), "epochs": 2})
+    train_model(build_seeded(make_mlp, 3), data, data, first_half, checkpoint_path=path)
+    # A fresh model with other weights proves the state comes from the file.
+    resumed = train_model(build_seeded(make_mlp, 99), data, data, config, checkpoint_path=path, resume=True)
+
+    for first, second in zip(straight.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(first, second)
+    for column in METRIC_COLUMNS:
+        assert straight.history.column(column) == resumed.history.column(column)
+
+
+def test_resume_dataloader_matches(tmp_path):
+    inputs, labels = toy_data()
+
+    def loader():
+        return torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(inputs, labels),
+            batch_size=8,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(5),
+        )
+
+    config = TrainConfig(epochs=4, lr=0.05)
+    straight = train_model(build_seeded(make_mlp, 0), loader(), None, config)
+    path = tmp_path / "checkpoint.pt"
+    train_model(build_seeded(make_mlp, 0), loader(), None, TrainConfig(epochs=2, lr=0.05), checkpoint_path=path)
+    resumed = train_model(build_seeded(make_mlp, 0), loader(), None, config, checkpoint_path=path, resume=True)
+    assert straight.history.column("train_loss") == resumed.history.column("train_loss")
+
+
+def test_resume_without_file_starts(tmp_path):
+    data = toy_data()
+    config = TrainConfig(epochs=2, batch_size=7)
+    path = tmp_path / "checkpoint.pt"
+    result = train_model(build_seeded(make_mlp, 0), data, None, config, checkpoint_path=path, resume=True)
+    assert result.history.column("epoch") == [0, 1, 2]
+    assert load_checkpoint(path)["epoch"] == 2
+
+
+def test_resume_rejects_other_settings(tmp_path):
+    data = toy_data()
+    path = tmp_path / "checkpoint.pt"
+    train_model(build_seeded(make_mlp, 0), data, None, TrainConfig(epochs=1, lr=0.1), checkpoint_path=path)
+    with pytest.raises(ValueError, match="lr"):
+        train_model(make_mlp(), data, None, TrainConfig(epochs=2, lr=0.2), checkpoint_path=path, resume=True)
+
+
+def test_resume_rejects_fewer_epochs(tmp_path):
+    data = toy_data()
+    path = tmp_path / "checkpoint.pt"
+    train_model(build_seeded(make_mlp, 0), data, None, TrainConfig(epochs=3), checkpoint_path=path)
+    with pytest.raises(ValueError, match="beyond the requested"):
+        train_model(make_mlp(), data, None, TrainConfig(epochs=2), checkpoint_path=path, resume=True)
+
+
+def test_resume_needs_path():
+    with pytest.raises(ValueError, match="checkpoint_path"):
+        train_model(make_mlp(), toy_data(), None, TrainConfig(epochs=1), resume=True)
+
+
+def test_checkpoint_every_period(tmp_path):
+    data = toy_data()
+    path = tmp_path / "checkpoint.pt"
+    saved_epochs = []
+
+    class Spy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = make_mlp()
+
+        def forward(self, inputs):
+            if path.exists():
+                saved_epochs.append(load_checkpoint(path)["epoch"])
+                path.unlink()
+            return self.inner(inputs)
+
+    train_model(Spy(), data, None, TrainConfig(epochs=5, batch_size=60), checkpoint_path=path, checkpoint_every=2)
+    assert saved_epochs == [2, 4]
+    assert load_checkpoint(path)["epoch"] == 5
+
+
+# Resuming a batch of realizations.
+
+
+def test_batched_resume_matches(tmp_path):
+    data = toy_data()
+    config = TrainConfig(epochs=4, lr=0.05, batch_size=7, optimizer="adam", seed=2)
+    straight = train_batched(make_mlp, data, data, config, realizations=3, device="cpu")
+
+    path = tmp_path / "batched.pt"
+    first_half = TrainConfig(**{**config.to_dict(), "epochs": 2})
+    train_batched(make_mlp, data, data, first_half, realizations=3, device="cpu", checkpoint_path=path)
+    resumed = train_batched(
+        make_mlp, data, data, config, realizations=3, device="cpu", checkpoint_path=path, resume=True
+    )
+
+    for name, tensor in straight.params.items():
+        assert torch.equal(tensor, resumed.params[name])
+    for first, second in zip(straight.histories, resumed.histories):
+        for column in METRIC_COLUMNS:
+            assert first.column(column) == second.column(column)
+
+
+def test_batched_resume_rejects_seeds(tmp_path):
+    data = toy_data()
+    path = tmp_path / "batched.pt"
+    config = TrainConfig(epochs=1, batch_size=7)
+    train_batched(make_mlp, data, None, config, seeds=[0, 1], device="cpu", checkpoint_path=path)
+    with pytest.raises(ValueError, match="seeds"):
+        train_batched(make_mlp, data, None, config, seeds=[0, 2], device="cpu", checkpoint_path=path, resume=True)
