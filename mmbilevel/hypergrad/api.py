@@ -1,0 +1,276 @@
+"""One entry point for hypergradients through an MM solver.
+
+The lower level is the MM sequence z⁽ˡ⁺¹⁾ = T_l(z⁽ˡ⁾), z⁽⁰⁾ = x, of an object
+with ``solver.step(z, iteration)`` (the map T_l) and ``solver.depth`` (L), such
+as :class:`mmbilevel.mm.MMSolver`. The parameters θ are tensors that the
+majorants read. For an upper loss E(z, θ), :func:`hypergrad` returns ∇θ E by
+one of three methods:
+
+- ``"unrolled"``: backpropagation through all L iterations, optionally with
+  gradient checkpointing; exact for the truncated problem z⁽ᴸ⁾.
+- ``"truncated"``: backpropagation through the last K iterations only.
+- ``"implicit"``: the gradient at the limit z* = T(z*) of a stationary map
+  (the same majorant at every iteration), from the adjoint system
+  (I − ∂T/∂z)ᵀ v = ∂E/∂z; valid where the MM sequence converges, as in
+  Theorem 5.1 of "Bilevel Learning of Deep Representations".
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from mmbilevel.hypergrad.fixed_point import FIXED_POINT_SOLVERS, FixedPointResult
+from mmbilevel.hypergrad.implicit import HypergradientError, LinearSolver, implicit_vjp
+from mmbilevel.hypergrad.linear_solvers import LinearSolveResult
+from mmbilevel.hypergrad.truncated import truncated_solution
+from mmbilevel.hypergrad.unrolled import unrolled_solution
+from mmbilevel.registry import Registry
+
+__all__ = [
+    "HypergradOptions",
+    "HypergradResult",
+    "IterativeSolver",
+    "METHODS",
+    "default_tolerance",
+    "hypergrad",
+    "solve_fixed_point",
+    "stationary_map",
+]
+
+logger = logging.getLogger(__name__)
+
+METHODS: Registry[str] = Registry("hypergradient method")
+for _name in ("unrolled", "truncated", "implicit"):
+    METHODS.register(_name, _name)
+
+
+class IterativeSolver(Protocol):
+    """Interface of a lower-level solver: the map T_l and the depth L."""
+
+    depth: int
+
+    def step(self, z: torch.Tensor, iteration: int) -> torch.Tensor:
+        """Apply the map T_l of iteration l."""
+        ...
+
+
+def default_tolerance(dtype: torch.dtype) -> float:
+    """Return ε^¾ for the machine epsilon ε of ``dtype`` (about 2e-12 in float64, 6e-6 in float32)."""
+    return float(torch.finfo(dtype).eps) ** 0.75
+
+
+@dataclass(frozen=True)
+class HypergradOptions:
+    """Settings of a hypergradient computation; see :func:`hypergrad` for their meaning."""
+
+    method: str = "implicit"
+    depth: int | None = None
+    truncate: int | None = None
+    checkpointing: bool = False
+    segments: int | None = None
+    forward_solver: str = "iteration"
+    forward_tol: float | None = None
+    forward_maxiter: int = 1000
+    forward_options: dict[str, Any] = field(default_factory=dict)
+    linear_solver: str | LinearSolver = "fixed_point"
+    tol: float | None = None
+    maxiter: int = 1000
+    on_failure: str = "raise"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "method", METHODS.get(self.method))
+        if self.on_failure not in ("raise", "warn"):
+            raise ValueError(
+                f"on_failure must be 'raise' or 'warn', got {self.on_failure!r}; an unconverged "
+                "solve gives an inexact hypergradient, which is never returned silently"
+            )
+        if self.method == "truncated" and self.truncate is None:
+            raise ValueError("method='truncated' needs truncate=K, the number of final iterations")
+
+    def resolved_depth(self, solver: IterativeSolver) -> int:
+        """Return the number L of iterations for the unrolled and truncated methods."""
+        depth = self.depth if self.depth is not None else getattr(solver, "depth", None)
+        if depth is None:
+            raise ValueError("pass depth=L: the solver has no depth attribute")
+        return int(depth)
+
+
+@dataclass(frozen=True)
+class HypergradResult:
+    """Hypergradient with its diagnostics.
+
+    Attributes:
+        grads: ∇θ E, one tensor per parameter in the order given (zeros for a
+            parameter that E does not depend on).
+        loss: the upper loss E at the lower-level solution (detached).
+        solution: the lower-level solution z⁽ᴸ⁾ or z* (detached).
+        method: the method used.
+        forward: diagnostics of the forward fixed-point solve (implicit only).
+        adjoint: diagnostics of the adjoint linear solve (implicit only).
+    """
+
+    grads: tuple[torch.Tensor, ...]
+    loss: torch.Tensor
+    solution: torch.Tensor
+    method: str
+    forward: FixedPointResult | None = None
+    adjoint: LinearSolveResult | None = None
+
+
+def stationary_map(solver: IterativeSolver) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Return z ↦ T(z) for a solver that applies the same MM map at every iteration.
+
+    Raises:
+        ValueError: the solver has a different majorant per iteration, so it has
+            no single fixed-point map to differentiate implicitly.
+    """
+    majorants = getattr(solver, "majorants", None)
+    if isinstance(majorants, Sequence) and len({id(m) for m in majorants}) > 1:
+        raise ValueError(
+            "implicit differentiation needs the same majorant at every iteration, got "
+            f"{len({id(m) for m in majorants})} different ones; build the MMSolver with one "
+            "majorant, or use method='unrolled' or 'truncated'"
+        )
+    return lambda z: solver.step(z, 0)
+
+
+def solve_fixed_point(
+    step: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, options: HypergradOptions
+) -> FixedPointResult:
+    """Run the forward fixed-point solver of ``options`` from x, without autograd."""
+    solver = FIXED_POINT_SOLVERS.get(options.forward_solver)
+    tol = options.forward_tol if options.forward_tol is not None else default_tolerance(x.dtype)
+    failure = "raise" if options.on_failure == "raise" else "warn"
+    return solver(
+        step,
+        x.detach(),
+        tol=tol,
+        maxiter=options.forward_maxiter,
+        on_failure=failure,
+        **options.forward_options,
+    )
+
+
+def _grads_or_zeros(
+    output: torch.Tensor, inputs: Sequence[torch.Tensor], grad_output: torch.Tensor | None = None
+) -> tuple[torch.Tensor, ...]:
+    differentiable = [t for t in inputs if t.requires_grad]
+    found: Sequence[torch.Tensor | None] = ()
+    if differentiable and output.requires_grad:
+        found = torch.autograd.grad(output, differentiable, grad_output, allow_unused=True)
+    lookup = {id(t): g for t, g in zip(differentiable, found)}
+    return tuple(torch.zeros_like(t) if lookup.get(id(t)) is None else lookup[id(t)] for t in inputs)
+
+
+def _check_finite(grads: Sequence[torch.Tensor], method: str) -> None:
+    for index, grad in enumerate(grads):
+        if not bool(torch.isfinite(grad).all()):
+            raise HypergradientError(
+                f"the {method} hypergradient of parameter {index} is not finite; the lower-level "
+                "iteration overflowed or left the domain of its map",
+                LinearSolveResult(grad, 0, math.nan, False),
+            )
+
+
+def hypergrad(
+    solver: IterativeSolver,
+    x: torch.Tensor,
+    upper_loss: Callable[[torch.Tensor], torch.Tensor],
+    params: Sequence[torch.Tensor],
+    method: str = "implicit",
+    **options: Any,
+) -> HypergradResult:
+    """Compute the hypergradient ∇θ E(z(θ), θ) through the lower-level MM problem.
+
+    Args:
+        solver: an object with ``step(z, iteration)`` (the MM map T_l) and
+            ``depth`` (L), such as :class:`mmbilevel.mm.MMSolver`.
+        x: starting points z⁽⁰⁾, shaped ``(..., d)``; leading dimensions index
+            independent lower-level problems.
+        upper_loss: z ↦ E(z), a scalar tensor; it may read the parameters too,
+            and their direct partial derivatives are included.
+        params: tensors θ to differentiate with respect to (x may be one of them).
+        method: ``"unrolled"``, ``"truncated"`` or ``"implicit"``.
+        **options: fields of :class:`HypergradOptions`:
+
+            - ``depth``: L for unrolled and truncated (default ``solver.depth``).
+            - ``truncate``: K for truncated.
+            - ``checkpointing``, ``segments``: gradient checkpointing for unrolled.
+            - ``forward_solver`` (``"iteration"`` or ``"anderson"``),
+              ``forward_tol`` (absolute residual maxᵢ ‖T(z)ᵢ − zᵢ‖), ``forward_maxiter``,
+              ``forward_options`` (for example Anderson's ``memory``): the implicit
+              method's forward solve.
+            - ``linear_solver`` (``"fixed_point"``, ``"neumann"``, ``"cg"``,
+              ``"normal_cg"`` or a callable), ``tol`` (relative residual),
+              ``maxiter``: the implicit method's adjoint solve.
+            - ``on_failure``: ``"raise"`` (default) or ``"warn"`` when a forward or
+              adjoint solve stops above its tolerance. Default tolerances are
+              :func:`default_tolerance` of x's dtype.
+
+    Returns:
+        HypergradResult with one gradient per parameter.
+
+    Raises:
+        HypergradientError: the adjoint solve failed (per ``on_failure``) or a
+            gradient is not finite.
+        FixedPointError: the forward solve of the implicit method failed
+            (per ``on_failure``).
+    """
+    settings = HypergradOptions(method=method, **options)
+    params = list(params)
+
+    if settings.method == "implicit":
+        return _implicit_hypergrad(solver, x, upper_loss, params, settings)
+
+    depth = settings.resolved_depth(solver)
+    with torch.enable_grad():
+        if settings.method == "unrolled":
+            z = unrolled_solution(
+                solver.step, x, depth, checkpointing=settings.checkpointing, segments=settings.segments
+            )
+        else:
+            z = truncated_solution(solver.step, x, depth, settings.truncate)
+        loss = upper_loss(z)
+        grads = _grads_or_zeros(loss, params)
+    _check_finite(grads, settings.method)
+    return HypergradResult(grads, loss.detach(), z.detach(), settings.method)
+
+
+def _implicit_hypergrad(
+    solver: IterativeSolver,
+    x: torch.Tensor,
+    upper_loss: Callable[[torch.Tensor], torch.Tensor],
+    params: list[torch.Tensor],
+    settings: HypergradOptions,
+) -> HypergradResult:
+    step = stationary_map(solver)
+    forward = solve_fixed_point(step, x, settings)
+
+    z = forward.solution.detach().requires_grad_(True)
+    with torch.enable_grad():
+        loss = upper_loss(z)
+        direct = _grads_or_zeros(loss, [z, *params])
+    grad_z, direct_params = direct[0], direct[1:]
+
+    tol = settings.tol if settings.tol is not None else default_tolerance(x.dtype)
+    adjoint = implicit_vjp(
+        step,
+        forward.solution,
+        params,
+        grad_z,
+        linear_solver=settings.linear_solver,
+        tol=tol,
+        maxiter=settings.maxiter,
+        on_failure=settings.on_failure,
+    )
+    grads = tuple(d + a for d, a in zip(direct_params, adjoint.grads))
+    _check_finite(grads, "implicit")
+    return HypergradResult(
+        grads, loss.detach(), forward.solution, "implicit", forward, adjoint.linear_solve
+    )
