@@ -211,7 +211,7 @@ class Majorant:
     @property
     def tau(self) -> float:
         """Step τ as a float."""
-        return float(self.step)
+        return float(self.step.detach()) if torch.is_tensor(self.step) else float(self.step)
 
     def _check_point(self, z: Tensor) -> None:
         if isinstance(self.f, QuadraticForm):
@@ -458,9 +458,8 @@ def check_surrogate(
         value_tol = tol * (1 + float(f_anchor.abs().max()))
         touching_error = float((majorant.value(anchor, anchor) - f_anchor).abs().max())
 
-    tangency_error = float(
-        (_surrogate_gradient(majorant, anchor, anchor) - _gradient(f, anchor).detach()).abs().max()
-    )
+    f_gradient = _gradient(f, anchor).detach()
+    tangency_error = float((_surrogate_gradient(majorant, anchor, anchor) - f_gradient).abs().max())
 
     z = _sample_around(majorant, anchor, samples, radius, generator)
     with torch.no_grad():
@@ -477,7 +476,7 @@ def check_surrogate(
 
     return SurrogateReport(
         touching=touching_error <= value_tol,
-        tangency=tangency_error <= tol * (1 + float(_gradient(f, anchor).abs().max())),
+        tangency=tangency_error <= tol * (1 + float(f_gradient.abs().max())),
         majorization=violation <= value_tol,
         strong_convexity=modulus > tol,
         touching_error=touching_error,
