@@ -10,6 +10,7 @@ import pytest
 import torch
 from scipy.optimize import minimize
 
+from mmbilevel import legendre
 from mmbilevel.majorants import (
     BregmanMajorant,
     QuadraticForm,
@@ -173,7 +174,7 @@ def test_quadratic_minimize_matches_scipy():
     got = majorant.minimize(anchor, Indicator(-0.3, 0.4))
     surrogate = lambda z: majorant.value(torch.from_numpy(z), anchor).item()
     expected = minimize(surrogate, np.zeros(4), method="L-BFGS-B", bounds=[(-0.3, 0.4)] * 4, options={"ftol": 1e-15, "gtol": 1e-12}).x
-    assert np.allclose(got.numpy(), expected, atol=1e-6)
+    assert np.allclose(got.detach().numpy(), expected, atol=1e-6)
 
 
 def test_quadratic_weight_bias_matches_minimize():
@@ -202,13 +203,11 @@ def test_callable_f_bad_output_shape():
         QuadraticMajorant(lambda z: z.square(), 0.5).gradient(torch.zeros(2, 3, dtype=DT))
 
 
-# Bregman majorants need the Legendre catalogue.
-def _legendre():
-    return pytest.importorskip("mmbilevel.legendre")
+# Bregman majorants.
 
 
 def sigmoid_phi():
-    return _legendre().get("sigmoid")
+    return legendre.get("sigmoid")
 
 
 def test_bregman_rejects_step_above_bound():
@@ -221,11 +220,11 @@ def test_bregman_rejects_step_above_bound():
 
 def test_bregman_rejects_step_above_sigma_over_mu():
     # A Legendre function with σ < 1 tightens the bound below 1/μ.
-    phi = _legendre().get("tanh")
+    phi = legendre.get("isru", scale=2.0)
     sigma = phi.strong_convexity
-    assert 0 < sigma <= 1
+    assert 0 < sigma < 1
     with pytest.raises(ValueError, match="not admissible"):
-        BregmanMajorant(nonconvex_f, phi, 1.0 * sigma / 1.2 + 1e-9, smoothness=1.2)
+        BregmanMajorant(nonconvex_f, phi, 0.5 * (sigma + 1) / 1.2, smoothness=1.2)
 
 
 def test_bregman_surrogate_ok():
@@ -237,9 +236,10 @@ def test_bregman_surrogate_ok():
 
 
 def test_bregman_large_step_fails_majorization():
-    # μ unknown, τ = 5 with f = −2‖z‖²: D_φ(z, a)/τ cannot cover the concave part.
+    # μ = 10 unknown to the majorant, τ = 5: near a = ½, D_φ(z, a)/τ ≈ 0.4‖z − a‖²
+    # (φ″(½) = 4) falls short of the curvature term 5‖z − a‖² of f.
     phi = sigmoid_phi()
-    f = lambda z: -2.0 * z.square().sum(-1)
+    f = lambda z: 5.0 * z.square().sum(-1)
     points = torch.full((3, 2), 0.5, dtype=DT)
     report = check_surrogate(BregmanMajorant(f, phi, 5.0), f, points)
     assert not report.majorization
@@ -252,7 +252,7 @@ def test_bregman_minimize_matches_scipy():
     got = majorant.minimize(anchor, Indicator(0.0, 1.0))
     surrogate = lambda z: majorant.value(torch.from_numpy(z), anchor).item()
     expected = minimize(surrogate, np.full(3, 0.5), method="L-BFGS-B", bounds=[(1e-12, 1 - 1e-12)] * 3, options={"ftol": 1e-15, "gtol": 1e-12}).x
-    assert np.allclose(got.numpy(), expected, atol=1e-6)
+    assert np.allclose(got.detach().numpy(), expected, atol=1e-6)
 
 
 def test_bregman_weight_bias_matches_minimize():

@@ -7,6 +7,7 @@ import pytest
 import torch
 from scipy.optimize import minimize
 
+from mmbilevel import legendre
 from mmbilevel.majorants import BregmanMajorant, QuadraticForm, QuadraticMajorant
 from mmbilevel.mm import MMSolver
 from mmbilevel.prox import L1, ElasticNet, Indicator
@@ -163,13 +164,11 @@ def test_solve_differentiable_with_callable_f():
     assert torch.autograd.gradcheck(run, (w, x))
 
 
-# Bregman MM needs the Legendre catalogue.
-def _legendre():
-    return pytest.importorskip("mmbilevel.legendre")
+# Bregman MM.
 
 
 def sigmoid():
-    return _legendre().get("sigmoid")
+    return legendre.get("sigmoid")
 
 
 def test_bregman_objective_decreases():

@@ -178,9 +178,15 @@ def _solve(phi: Legendre, g: Regularizer, v: Tensor, tau: Tensor) -> BregmanProx
         for sign in (1.0, -1.0):
             side_lower = torch.maximum(lower, zero) if sign > 0 else lower
             side_upper = upper if sign > 0 else torch.minimum(upper, zero)
-            empty = side_lower > side_upper
-            side_lower = torch.where(empty, zero, side_lower)
-            side_upper = torch.where(empty, zero, side_upper)
+            # A side reduced to a point or empty (dom φ on one side of 0)
+            # has no root off 0. Its coordinates solve on the whole interval
+            # instead, which keeps the solver's residual meaningful, and their
+            # roots are discarded.
+            empty = side_lower >= side_upper
+            if bool(empty.all()):
+                continue
+            side_lower = torch.where(empty, lower, side_lower)
+            side_upper = torch.where(empty, upper, side_upper)
             target = v_fixed - sign * tau_fixed * weight
             result = solve_increasing(equation, target, side_lower, side_upper, fn_grad=equation_grad)
             iterations = max(iterations, result.iterations)
