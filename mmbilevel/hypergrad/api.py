@@ -163,7 +163,11 @@ def _grads_or_zeros(
     differentiable = [t for t in inputs if t.requires_grad]
     found: Sequence[torch.Tensor | None] = ()
     if differentiable and output.requires_grad:
-        found = torch.autograd.grad(output, differentiable, grad_output, allow_unused=True)
+        # Keep the graph so that the parameters' own history (say A = XᵀX + θI built
+        # once) survives for another hypergradient or backward call.
+        found = torch.autograd.grad(
+            output, differentiable, grad_output, retain_graph=True, allow_unused=True
+        )
     lookup = {id(t): g for t, g in zip(differentiable, found)}
     return tuple(torch.zeros_like(t) if lookup.get(id(t)) is None else lookup[id(t)] for t in inputs)
 

@@ -196,7 +196,11 @@ def implicit_vjp(
     differentiable = [t for t in inputs if t.requires_grad]
     grads_found: Sequence[torch.Tensor | None] = ()
     if differentiable and output.requires_grad:
-        grads_found = torch.autograd.grad(output, differentiable, solve.solution, allow_unused=True)
+        # Keep the graph: the parameters may be computed from tensors (say W = f(θ))
+        # whose graph a later backward pass still needs.
+        grads_found = torch.autograd.grad(
+            output, differentiable, solve.solution, retain_graph=True, allow_unused=True
+        )
     lookup = {id(t): g for t, g in zip(differentiable, grads_found)}
     grads = tuple(
         torch.zeros_like(t) if lookup.get(id(t)) is None else lookup[id(t)] for t in inputs
