@@ -103,11 +103,13 @@ def test_quadratic_objective_decreases(g):
 
 def test_quadratic_converges_to_scipy(device):
     form = strongly_convex_form()
-    solver = MMSolver(QuadraticMajorant(form, 0.9 / form.smoothness), Indicator(0.0, 1.0), depth=3000, tol=1e-12)
-    z = solver.solve(torch.full((2, 5), 0.5, dtype=DT)).z
+    on_device = QuadraticForm(form.A.to(device), form.C.to(device), form.d.to(device))
+    solver = MMSolver(QuadraticMajorant(on_device, 0.9 / form.smoothness), Indicator(0.0, 1.0), depth=3000, tol=1e-12)
+    z = solver.solve(torch.full((2, 5), 0.5, dtype=DT, device=device)).z
     # The strongly convex problem has a unique minimizer; both solvers stop
     # within ~1e-9 of it, so 1e-6 is a loose bound.
-    assert np.allclose(z.numpy(), scipy_box_minimizer(form)[None], atol=1e-6)
+    assert z.device.type == device.type
+    assert np.allclose(z.cpu().numpy(), scipy_box_minimizer(form)[None], atol=1e-6)
 
 
 def test_tol_stops_early():

@@ -59,6 +59,7 @@ CASES = [
     ("tanh", L1(0.4), True),
     ("sigmoid", L1(0.4), True),
     ("arcsinh", L1(0.7), True),
+    ("sin", L1(0.4), True),
     ("euclidean", L1(0.7), True),
     ("euclidean", ElasticNet(0.3, 0.8), True),
     ("sigmoid", SquaredL2(1.5), False),
