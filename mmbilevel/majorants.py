@@ -70,14 +70,14 @@ class QuadraticForm:
         C: symmetric negative semidefinite matrix of shape (n, n).
         d: vector of shape (n,).
         atol: tolerance of the symmetry and definiteness checks, relative to
-            the largest entry.
+            the largest entry; 100 machine epsilons of the dtype of A by default.
 
     Raises:
         ValueError: when shapes do not match, A is not symmetric positive
             definite, or C is not symmetric negative semidefinite.
     """
 
-    def __init__(self, A: Tensor, C: Tensor, d: Tensor, *, atol: float = 1e-10) -> None:
+    def __init__(self, A: Tensor, C: Tensor, d: Tensor, *, atol: float | None = None) -> None:
         if A.ndim != 2 or A.shape[0] != A.shape[1]:
             raise ValueError(f"A must be a square matrix, got shape {tuple(A.shape)}")
         n = A.shape[0]
@@ -85,6 +85,8 @@ class QuadraticForm:
             raise ValueError(f"C must have the shape {(n, n)} of A, got {tuple(C.shape)}")
         if tuple(d.shape) != (n,):
             raise ValueError(f"d must have shape {(n,)}, got {tuple(d.shape)}")
+        if atol is None:
+            atol = 100 * torch.finfo(A.dtype).eps
         scale = max(float(A.detach().abs().max()), float(C.detach().abs().max()), 1.0)
         tol = atol * scale
         if float((A - A.T).detach().abs().max()) > tol:

@@ -224,3 +224,23 @@ def test_bregman_rejects_start_outside_domain(bad):
     x[2] = bad
     with pytest.raises(ValueError):
         solver.solve(x)
+
+
+def test_docstring_example_runs():
+    import doctest
+
+    import mmbilevel.mm
+
+    assert doctest.testmod(mmbilevel.mm).failed == 0
+
+
+def test_float32_matches_float64():
+    form = strongly_convex_form()
+    form32 = QuadraticForm(form.A.float(), form.C.float(), form.d.float())
+    phi = sigmoid()
+    x = torch.full((2, 5), 0.5, dtype=DT)
+    z64 = MMSolver(BregmanMajorant(form, phi, 0.5 / form.smoothness), Indicator(0.0, 1.0), depth=30).solve(x).z
+    z32 = MMSolver(BregmanMajorant(form32, phi, 0.5 / form.smoothness), Indicator(0.0, 1.0), depth=30).solve(x.float()).z
+    assert z32.dtype == torch.float32
+    # 30 contractive steps in float32 accumulate rounding of order 1e-6.
+    assert torch.allclose(z32.double(), z64, atol=1e-4)

@@ -158,3 +158,30 @@ def test_rejects_nonconvex_regularizer():
 def test_rejects_regularizer_without_derivative():
     with pytest.raises(NotImplementedError, match="smooth_derivative"):
         bregman_prox(legendre.get("tanh"), NoDerivative(), POINTS, 1.0)
+
+
+def test_unconverged_solver_is_reported(monkeypatch, caplog):
+    # A solver that stops early must show in the result and in the log.
+    import mmbilevel.prox.bregman as bregman
+    from mmbilevel.rootfind import RootResult, solve_increasing
+
+    def stopped_early(*args, **kwargs):
+        result = solve_increasing(*args, **kwargs)
+        return RootResult(root=result.root, iterations=1, residual=0.5, converged=False)
+
+    monkeypatch.setattr(bregman, "solve_increasing", stopped_early)
+    with caplog.at_level("WARNING", logger="mmbilevel.prox.bregman"):
+        result = bregman_prox(legendre.get("tanh"), SquaredL2(1.0), POINTS, 1.0)
+    assert not result.converged
+    assert result.residual == 0.5
+    assert "did not converge" in caplog.text
+
+
+def test_float32_solver_matches_float64():
+    phi = legendre.get("tanh")
+    g = ElasticNet(0.3, 0.8)
+    value32 = bregman_prox(phi, g, POINTS.float(), 0.5).value
+    value64 = bregman_prox(phi, g, POINTS, 0.5).value
+    assert value32.dtype == torch.float32
+    # float32 roots carry a relative error of a few ulp (~1e-7).
+    assert torch.allclose(value32.double(), value64, atol=1e-5)
