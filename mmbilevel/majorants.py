@@ -85,6 +85,7 @@ class QuadraticForm:
             raise ValueError(f"C must have the shape {(n, n)} of A, got {tuple(C.shape)}")
         if tuple(d.shape) != (n,):
             raise ValueError(f"d must have shape {(n,)}, got {tuple(d.shape)}")
+
         if atol is None:
             atol = 100 * torch.finfo(A.dtype).eps
         scale = max(float(A.detach().abs().max()), float(C.detach().abs().max()), 1.0)
@@ -96,6 +97,7 @@ class QuadraticForm:
                 "C must be symmetric, because tangency ∇₁Q(z; z) = ∇f(z) forces C = Cᵀ; "
                 "pass (C + C.T) / 2"
             )
+
         eig_a = torch.linalg.eigvalsh(A.detach())
         if float(eig_a.min()) <= tol:
             raise ValueError(
@@ -107,6 +109,7 @@ class QuadraticForm:
                 f"C must be negative semidefinite for Q to majorize f, got largest eigenvalue "
                 f"{float(eig_c.max()):.3g}"
             )
+
         self.A = A
         self.C = C
         self.d = d
@@ -196,7 +199,8 @@ class Majorant:
             callable mapping points (..., n) to values (...), differentiated by
             autograd.
         step: step size τ > 0, a float or a scalar tensor (which may be a
-            learnable parameter).
+            learnable parameter). NOTE: the admissibility bounds on τ are
+            checked once, at construction, so a learned step can leave them.
         smoothness: a Lipschitz constant μ of ∇f, used to reject steps that
             are not admissible; taken as ‖A‖₂ for a QuadraticForm when omitted.
     """
@@ -437,8 +441,8 @@ def check_surrogate(
     """Check the conditions of Definition 2.1 for F = ``majorant`` against ``f`` at ``points``.
 
     Definition 2.1 of "Bilevel Learning of Deep Representations" prints the
-    majorization as F(z; a) ≥ f(a); the condition MM needs, and the one
-    checked here, is F(z; a) ≥ f(z) for every z.
+    majorization as F(z; a) ≥ f(a). MM needs F(z; a) ≥ f(z) for every z,
+    which is the condition checked here.
 
     Args:
         majorant: the surrogate F.

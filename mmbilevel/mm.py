@@ -6,7 +6,7 @@ Pontil, 2021) iterates
     z⁽⁰⁾ = x,    z⁽ˡ⁺¹⁾ = argmin_z F_l(z; z⁽ˡ⁾) + g(z),
 
 with majorants F_l of f. Truncated after L iterations, z⁽ᴸ⁾ is the output of
-an L-layer network; the solver keeps every step differentiable by autograd
+an L-layer network. The solver keeps every step differentiable by autograd,
 so the parameters of the majorants can be learned.
 """
 

@@ -23,8 +23,8 @@ variable on the closed interval I = dom φ ∩ dom g:
 Every other convex g goes through the batched safeguarded scalar solver
 :func:`mmbilevel.rootfind.solve_increasing` on φ′(u) + τ s′(u) = v ∓ τλ, where
 s is the smooth part of g̃ and λ the weight of its ℓ1 part. The result says
-whether it converged and to which residual, and a warning is logged when it
-did not.
+whether it converged and to which residual. A warning is logged when it did
+not converge.
 """
 
 from __future__ import annotations
@@ -122,9 +122,9 @@ def bregman_prox(phi: Legendre, g: Regularizer, v: Tensor, tau: float | Tensor =
         tau: step τ > 0, a float or a tensor broadcastable against ``v``.
 
     Returns:
-        A :class:`BregmanProxResult`; ``value`` is differentiable with respect
-        to ``v`` and ``tau`` by autograd (through one Newton step at the
-        solver's root when no closed form applies).
+        A :class:`BregmanProxResult`. Its ``value`` is differentiable with
+        respect to ``v`` and ``tau`` by autograd. Without a closed form, the
+        derivative comes from one Newton step at the solver's root.
 
     Raises:
         ValueError: when τ ≤ 0, or dom φ does not meet dom g.
@@ -238,8 +238,8 @@ def _attach_implicit_gradient(
     if not (v.requires_grad or tau.requires_grad) or not bool(interior.any()):
         return root
 
-    # Coordinates that keep their root get a harmless interior point, so that
-    # the unused branch of torch.where holds no inf or NaN for autograd.
+    # Coordinates that keep their root get a harmless interior point, so the
+    # unused branch of torch.where contains no inf or NaN for autograd.
     safe = torch.where(interior, root, _interior_point(lower, upper))
     sign = torch.sign(safe)
     residual = phi.grad(safe) + tau * (g.smooth_derivative(safe) + weight * sign) - v

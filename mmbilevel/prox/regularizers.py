@@ -181,8 +181,8 @@ class Indicator(Regularizer):
     """
 
     def __init__(self, lower: float | Tensor = 0.0, upper: float | Tensor = 1.0) -> None:
-        lower_t = torch.as_tensor(lower, dtype=torch.float64 if not torch.is_tensor(lower) else None)
-        upper_t = torch.as_tensor(upper, dtype=torch.float64 if not torch.is_tensor(upper) else None)
+        lower_t = torch.as_tensor(lower, dtype=torch.float64)
+        upper_t = torch.as_tensor(upper, dtype=torch.float64)
         try:
             torch.broadcast_shapes(lower_t.shape, upper_t.shape)
         except RuntimeError as error:
