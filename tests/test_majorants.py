@@ -275,3 +275,34 @@ def test_bregman_domain_check_rejects_outside():
     majorant = BregmanMajorant(nonconvex_f, sigmoid_phi(), 0.5, smoothness=1.2)
     with pytest.raises(ValueError):
         majorant.check_domain(torch.tensor([1.5, 0.5], dtype=DT))
+
+
+def test_tangency_forces_symmetric_c_sympy():
+    # For Q(z; a) = ½zᵀAz + ½aᵀBa + aᵀCz + dᵀz + eᵀa + δ and f(z) = Q(z; z),
+    # ∇f(z) − ∇₁Q(z; z) = ∇₂Q(z; z) = (sym B + C)z + e, which vanishes for
+    # every z only when e = 0 and C = −sym B, a symmetric matrix.
+    import sympy as sp
+
+    n = 2
+    z = sp.Matrix(sp.symbols("z0:2"))
+    a = sp.Matrix(sp.symbols("a0:2"))
+    A = sp.Matrix(n, n, lambda i, j: sp.Symbol(f"A{min(i, j)}{max(i, j)}"))
+    B = sp.Matrix(n, n, lambda i, j: sp.Symbol(f"B{i}{j}"))
+    C = sp.Matrix(n, n, lambda i, j: sp.Symbol(f"C{i}{j}"))
+    d = sp.Matrix(sp.symbols("d0:2"))
+    e = sp.Matrix(sp.symbols("e0:2"))
+    Q = (z.T * A * z / 2 + a.T * B * a / 2 + a.T * C * z + d.T * z + e.T * a)[0]
+    f = Q.subs(dict(zip(a, z)), simultaneous=True)
+    grad_f = sp.Matrix([sp.diff(f, zi) for zi in z])
+    grad_1 = sp.Matrix([sp.diff(Q, zi) for zi in z]).subs(dict(zip(a, z)), simultaneous=True)
+    expected = ((B + B.T) / 2 + C) * z + e
+    assert sp.simplify(grad_f - grad_1 - expected) == sp.zeros(n, 1)
+
+
+def test_quadratic_step_one_over_mu_is_majorant(caplog):
+    # At τ = 1/μ, F − f = ½(z − a)ᵀ(μI − H)(z − a) ≥ 0: still a majorant, no warning.
+    form = QuadraticForm(2.0 * torch.eye(3, dtype=DT), torch.zeros(3, 3, dtype=DT), torch.zeros(3, dtype=DT))
+    with caplog.at_level(logging.WARNING, logger="mmbilevel.majorants"):
+        majorant = QuadraticMajorant(form, 0.5)
+    assert caplog.text == ""
+    assert check_surrogate(majorant, form, torch.randn(4, 3, dtype=DT)).ok
