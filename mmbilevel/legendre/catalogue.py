@@ -28,7 +28,16 @@ import torch
 import torch.nn.functional as F
 
 from mmbilevel.legendre.base import Legendre
-from mmbilevel.legendre.special import dilog_unit, half_pi_minus, log_cos_half_pi_scaled, tan_half_pi_scaled
+from mmbilevel.legendre.special import (
+    dilog_unit,
+    expm1_minus,
+    half_pi_minus,
+    log_cos_half_pi_scaled,
+    minus_log1p,
+    minus_log1p_minus,
+    tan_half_pi_scaled,
+    xlog1p_minus,
+)
 from mmbilevel.registry import Registry
 
 __all__ = [
@@ -189,10 +198,15 @@ class Softplus(Legendre):
     strong_convexity = 1.0
 
     def value(self, x: torch.Tensor) -> torch.Tensor:
-        w = torch.exp(-x)
-        w_complement = -torch.expm1(-x)
-        dilog = dilog_unit(w, w_complement, -x, torch.log(w_complement))
-        return 0.5 * x * x - math.pi**2 / 6.0 + dilog
+        # With a = 1 − e⁻ˣ, Euler's reflection gives φ(x) = x²/2 + x·log a − Li₂(a).
+        # That form sums the series at a ≤ 1/2 for x ≤ log 2 and keeps φ's
+        # relative accuracy near 0, where the other form cancels against π²/6.
+        small = x <= math.log(2.0)
+        a = -torch.expm1(-torch.where(small, x, torch.zeros_like(x)))
+        near_zero = 0.5 * x * x + torch.xlogy(x, a) - dilog_unit(a, 1.0 - a, torch.log(a), torch.log1p(-a))
+        w = torch.exp(-torch.where(small, torch.ones_like(x), x))
+        far = 0.5 * x * x - math.pi**2 / 6.0 + dilog_unit(w, 1.0 - w, torch.log(w), torch.log1p(-w))
+        return torch.where(small, near_zero, far)
 
     def grad(self, x: torch.Tensor) -> torch.Tensor:
         # log(eᵗ − 1) = t + log(1 − e⁻ᵗ), finite for large t and exact near 0.
@@ -231,7 +245,9 @@ class Arctan(Legendre):
     def value(self, x: torch.Tensor) -> torch.Tensor:
         near_end, gap = self._end_gap(x)
         centre = torch.where(near_end, torch.zeros_like(x), x)
-        return torch.where(near_end, -torch.log(torch.sin(gap)), -torch.log(torch.cos(centre)))
+        # −log cos x = −log(1 − sin²x)/2 keeps relative accuracy for small x.
+        centre_value = -0.5 * torch.log1p(-torch.sin(centre) ** 2)
+        return torch.where(near_end, -torch.log(torch.sin(gap)), centre_value)
 
     def grad(self, x: torch.Tensor) -> torch.Tensor:
         # Near ±π/2, tan x = ±1/tan(π/2 − |x|) with π/2 − |x| carried to full precision.
@@ -264,7 +280,8 @@ class Tanh(Legendre):
     strong_convexity = 1.0
 
     def value(self, x: torch.Tensor) -> torch.Tensor:
-        return 0.5 * (torch.special.xlog1py(1.0 + x, x) + torch.special.xlog1py(1.0 - x, -x))
+        # ((1 + x)·log(1 + x) − x) + ((1 − x)·log(1 − x) + x), each accurate near 0.
+        return 0.5 * (xlog1p_minus(x) + xlog1p_minus(-x))
 
     def grad(self, x: torch.Tensor) -> torch.Tensor:
         return 0.5 * (torch.log1p(x) - torch.log1p(-x))
@@ -377,8 +394,7 @@ class Elliot(Legendre):
     strong_convexity = 1.0
 
     def value(self, x: torch.Tensor) -> torch.Tensor:
-        magnitude = x.abs()
-        return -magnitude - torch.log1p(-magnitude)
+        return minus_log1p_minus(x.abs())
 
     def grad(self, x: torch.Tensor) -> torch.Tensor:
         return x / (1.0 - x.abs())
@@ -390,8 +406,7 @@ class Elliot(Legendre):
         return y / (1.0 + y.abs())
 
     def conjugate(self, y: torch.Tensor) -> torch.Tensor:
-        magnitude = y.abs()
-        return magnitude - torch.log1p(magnitude)
+        return minus_log1p(y.abs())
 
 
 @REGISTRY.register("log")
@@ -406,8 +421,7 @@ class Log(Legendre):
     strong_convexity = 1.0
 
     def value(self, x: torch.Tensor) -> torch.Tensor:
-        magnitude = x.abs()
-        return torch.expm1(magnitude) - magnitude
+        return expm1_minus(x.abs())
 
     def grad(self, x: torch.Tensor) -> torch.Tensor:
         return _abs_signed(torch.expm1, x)
@@ -419,5 +433,4 @@ class Log(Legendre):
         return _abs_signed(torch.log1p, y)
 
     def conjugate(self, y: torch.Tensor) -> torch.Tensor:
-        magnitude = y.abs()
-        return (1.0 + magnitude) * torch.log1p(magnitude) - magnitude
+        return xlog1p_minus(y.abs())

@@ -1,5 +1,8 @@
 """Special functions in torch for the Legendre catalogue.
 
+- Small-argument forms (`expm1_minus` and its relatives) that keep full
+  relative accuracy where the direct formula cancels.
+
 - `dilog_unit`: the dilogarithm Li₂(w) = Σ_{k≥1} wᵏ/k² for w in [0, 1],
   from w and its complement 1 − w (both given accurately by the caller).
 - `tan_half_pi_scaled` and `log_cos_half_pi_scaled`: tan and −log cos of
@@ -12,7 +15,16 @@ import math
 
 import torch
 
-__all__ = ["dilog_unit", "tan_half_pi_scaled", "log_cos_half_pi_scaled", "half_pi_minus"]
+__all__ = [
+    "dilog_unit",
+    "tan_half_pi_scaled",
+    "log_cos_half_pi_scaled",
+    "half_pi_minus",
+    "expm1_minus",
+    "minus_log1p_minus",
+    "minus_log1p",
+    "xlog1p_minus",
+]
 
 # Terms of the power series kept on [0, 1/2]: 2⁻⁵⁵/55² < 1e-20, below the
 # float64 rounding of Li₂ on that interval (Li₂(w) ≥ w).
@@ -94,6 +106,56 @@ def log_cos_half_pi_scaled(s: torch.Tensor) -> torch.Tensor:
     near_end = magnitude > 0.5
     centre = torch.where(near_end, torch.zeros_like(s), s)
     gap = torch.where(near_end, 1.0 - magnitude, torch.ones_like(s))
-    centre_value = -torch.log(torch.cos(0.5 * math.pi * centre))
+    # −log cos u = −log(1 − sin²u)/2 keeps relative accuracy for small u.
+    centre_value = -0.5 * torch.log1p(-torch.sin(0.5 * math.pi * centre) ** 2)
     end_value = -torch.log(torch.sin(0.5 * math.pi * gap))
     return torch.where(near_end, end_value, centre_value)
+
+
+# Below this argument the small-argument functions sum their Taylor series,
+# whose terms then shrink at least like 2⁻ᵏ; above it the direct formula has
+# no cancellation (its result is at least a tenth of its largest term).
+_SERIES_CUTOFF = 0.5
+
+
+def _taylor(a: torch.Tensor, coefficients: list[float]) -> torch.Tensor:
+    """Sum Σ_k c_k·aᵏ by Horner's rule, coefficients from k = 0."""
+    total = torch.zeros_like(a)
+    for coefficient in reversed(coefficients):
+        total = total * a + coefficient
+    return total
+
+
+def _small_or_direct(a: torch.Tensor, coefficients: list[float], direct) -> torch.Tensor:
+    small = a.abs() <= _SERIES_CUTOFF
+    series = _taylor(torch.where(small, a, torch.zeros_like(a)), coefficients)
+    # 0.75 is a safe point for every direct formula here, so the unused branch
+    # has finite values and gradients.
+    large = direct(torch.where(small, torch.full_like(a, 0.75), a))
+    return torch.where(small, series, large)
+
+
+_EXPM1_MINUS = [0.0, 0.0] + [1.0 / math.factorial(k) for k in range(2, 22)]
+_NEG_LOG1P_NEG = [0.0, 0.0] + [1.0 / k for k in range(2, _SERIES_TERMS + 2)]
+_LOG1P_DIFF = [0.0, 0.0] + [(-1.0) ** k / k for k in range(2, _SERIES_TERMS + 2)]
+_ENTROPY_LOG1P = [0.0, 0.0] + [(-1.0) ** k / (k * (k - 1)) for k in range(2, _SERIES_TERMS + 2)]
+
+
+def expm1_minus(a: torch.Tensor) -> torch.Tensor:
+    """Evaluate eᵃ − 1 − a for a ≥ 0, accurate relative to the result near 0."""
+    return _small_or_direct(a, _EXPM1_MINUS, lambda t: torch.expm1(t) - t)
+
+
+def minus_log1p_minus(a: torch.Tensor) -> torch.Tensor:
+    """Evaluate −a − log(1 − a) for 0 ≤ a ≤ 1, accurate relative to the result near 0."""
+    return _small_or_direct(a, _NEG_LOG1P_NEG, lambda t: -t - torch.log1p(-t))
+
+
+def minus_log1p(a: torch.Tensor) -> torch.Tensor:
+    """Evaluate a − log(1 + a) for a ≥ 0, accurate relative to the result near 0."""
+    return _small_or_direct(a, _LOG1P_DIFF, lambda t: t - torch.log1p(t))
+
+
+def xlog1p_minus(a: torch.Tensor) -> torch.Tensor:
+    """Evaluate (1 + a)·log(1 + a) − a for a ≥ −1 (the limit 1 at a = −1), accurate relative to the result near 0."""
+    return _small_or_direct(a, _ENTROPY_LOG1P, lambda t: torch.special.xlog1py(1.0 + t, t) - t)
