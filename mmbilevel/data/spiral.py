@@ -22,18 +22,19 @@ import torch
 __all__ = ["SPIRAL_DEFAULTS", "two_spirals"]
 
 # Defaults: 100 points per spiral give 200 samples, 20 mini-batches of 10 per
-# epoch as in the paper's setting. One and a half turns keep the spirals
-# intertwined (every ray from the centre crosses both classes) while staying
-# learnable by three layers of two neurons. Without noise the classes are
-# exactly separable by a continuous map, so training loss can approach zero.
-SPIRAL_DEFAULTS = {"points_per_spiral": 100, "turns": 1.5, "noise": 0.0, "seed": 0}
+# epoch in the paper's setting. One turn keeps the spirals intertwined (every
+# ray from the centre meets both classes) while three arctan layers of two
+# neurons can fit it. With 1.5 or 2 turns, a 300-epoch trial (SGD, batch 10,
+# learning rate 0.1, 3 seeds) stayed below 80 % training accuracy for every
+# variant. Without noise the classes are separable by a continuous map.
+SPIRAL_DEFAULTS = {"points_per_spiral": 100, "turns": 1.0, "noise": 0.0, "seed": 0}
 
 _START_RADIUS = 0.05
 
 
 def two_spirals(
     points_per_spiral: int = 100,
-    turns: float = 1.5,
+    turns: float = 1.0,
     noise: float = 0.0,
     seed: int = 0,
     *,
