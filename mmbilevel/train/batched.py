@@ -48,11 +48,21 @@ from mmbilevel.train.trainer import (
     progress_enabled,
 )
 
-__all__ = ["BatchedResult", "train_batched"]
+__all__ = ["BatchedResult", "BatchingUnsupportedError", "train_batched"]
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "mmbilevel-batched-checkpoint-1"
+
+
+class BatchingUnsupportedError(RuntimeError):
+    """The model's forward pass cannot run under ``torch.vmap``.
+
+    Typical causes: Python control flow on tensor values (for example
+    ``if tensor.any(): raise``), in-place updates of buffers, or random
+    operations. Train the realizations one by one with
+    :func:`~mmbilevel.train.train_model` instead.
+    """
 
 
 @dataclass
@@ -142,6 +152,29 @@ class _StackedModel:
         return (total_loss / count).tolist(), (total_correct / count).tolist()
 
 
+def _check_batchable(
+    stacked: _StackedModel,
+    params: dict,
+    buffers: dict,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    realizations: int,
+) -> None:
+    """Run one vmapped gradient on the first sample and turn a vmap failure into a clear error."""
+    index = torch.zeros(realizations, 1, dtype=torch.long, device=inputs.device)
+    try:
+        stacked.grad_and_loss(params, buffers, inputs[index], labels[index])
+    except RuntimeError as error:
+        if "vmap" not in str(error):
+            raise
+        reason = str(error).split(".")[0]
+        raise BatchingUnsupportedError(
+            f"the model cannot be trained as a vectorized batch because its forward pass "
+            f"fails under torch.vmap ({reason}); train the realizations one by one with "
+            f"train_model, or --sequential on the command line"
+        ) from error
+
+
 def train_batched(
     build_model: Callable[[], nn.Module],
     train: TrainData,
@@ -185,6 +218,10 @@ def train_batched(
 
     Returns:
         Per-realization histories and the stacked trained parameters.
+
+    Raises:
+        BatchingUnsupportedError: the model's forward pass cannot run under
+            ``torch.vmap``; checked on one sample before training starts.
     """
     config = TrainConfig() if config is None else config
     if seeds is None:
@@ -294,6 +331,7 @@ def train_batched(
 
     inputs, labels = train_pair
     n = inputs.shape[0]
+    _check_batchable(stacked, params, buffers, inputs, labels, len(seeds))
     run_start = time.perf_counter()
     if start_epoch == 0 and not histories[0].records:
         record_epoch(0, time.perf_counter())
