@@ -430,7 +430,7 @@ def test_bregman_ffnn_matches_mm_solver(name):
     majorant = majorants.BregmanMajorant(form, phi, step=tau)
     solver = mm.MMSolver(majorant, prox.Indicator(*phi.domain), depth=depth)
 
-    # The layer weights come from the paper's formulas, not from the majorant.
+    # W = −τ(A + C)ᵀ and b = −τd are built here, not taken from majorant.weight_bias().
     model = FFNN(n, [n] * depth, 2, phi, "bregman", dtype=torch.float64)
     copy_weights(model, -tau * (form.A + form.C).T, -tau * form.d)
 

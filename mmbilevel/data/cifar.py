@@ -62,7 +62,7 @@ class _ArrayUnpickler(pickle.Unpickler):
 
 
 def has_cifar10_files(folder: str | Path) -> bool:
-    """Return whether ``folder`` holds every batch file of both splits."""
+    """Return whether ``folder`` contains every batch file of both splits."""
     folder = Path(folder)
     names = [name for split in CIFAR10_FILES.values() for name in split]
     return all((folder / name).is_file() for name in names)
@@ -74,7 +74,7 @@ def read_cifar10_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     Raises:
         DataFormatError: the file cannot be unpickled, is not a dict with
             ``b"data"`` and ``b"labels"``, has the wrong shape or dtype, a
-            label out of 0 … 9, or different image and label counts; the
+            label out of 0 … 9, or different image and label counts. The
             message names the file.
     """
     path = Path(path)

@@ -46,7 +46,7 @@ class DatasetInfo:
         split_sizes: published number of samples per split.
         read: function ``(folder, split) -> (images, labels)`` of numpy
             arrays; None for a synthetic data set.
-        is_complete: whether a folder holds every file of the data set.
+        is_complete: whether a folder contains every file of the data set.
         aliases: other folder names accepted under a data root.
         subfolders: inner folders of common downloads, tried in each candidate.
         how_to_get: instructions shown when the files are not found.

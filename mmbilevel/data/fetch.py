@@ -1,7 +1,7 @@
 """Download MNIST, Fashion-MNIST and CIFAR-10 from their published locations.
 
 Every file is checked against the MD5 checksum of the published archive
-(the values torchvision also checks), written under a temporary name and
+(the values torchvision also checks). It is written under a temporary name and
 renamed only once it matches, so an interrupted or corrupted download never
 leaves a file that looks complete.
 """

@@ -1,8 +1,9 @@
 """Read the IDX files of MNIST and Fashion-MNIST, compressed with gzip or raw.
 
-An IDX file starts with a big-endian header: a 4-byte magic number whose third
-byte is the element type (0x08 for unsigned bytes) and whose fourth byte is the
-number of dimensions, then one 4-byte size per dimension, then the elements.
+An IDX file starts with a big-endian header. Its 4-byte magic number has the
+element type in the third byte (0x08 for unsigned bytes) and the number of
+dimensions in the fourth. One 4-byte size per dimension follows, then the
+elements.
 Image files have the magic number 2051 (0x00000803: bytes, 3 dimensions
 count × rows × columns) and label files 2049 (0x00000801: bytes, 1 dimension).
 """
@@ -60,7 +61,7 @@ def find_idx_file(folder: str | Path, stem: str) -> Path | None:
 
 
 def has_idx_files(folder: str | Path) -> bool:
-    """Return whether ``folder`` holds all four IDX files of both splits."""
+    """Return whether ``folder`` contains all four IDX files of both splits."""
     stems = [stem for pair in IDX_FILES.values() for stem in pair]
     return all(find_idx_file(folder, stem) is not None for stem in stems)
 

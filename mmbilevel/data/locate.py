@@ -1,4 +1,4 @@
-"""Find the folder that holds a data set's files.
+"""Find the folder that contains a data set's files.
 
 The folder is resolved in this order:
 
@@ -88,7 +88,7 @@ def locate(
     """Return the first candidate folder for which ``is_complete(folder)`` is true.
 
     Raises:
-        DatasetNotFoundError: no candidate holds the files; the message lists
+        DatasetNotFoundError: no candidate contains the files, and the message lists
             every folder searched and ``how_to_get``.
     """
     folders = candidate_folders(

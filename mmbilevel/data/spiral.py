@@ -21,12 +21,13 @@ import torch
 
 __all__ = ["SPIRAL_DEFAULTS", "two_spirals"]
 
-# Defaults: 100 points per spiral give 200 samples, 20 mini-batches of 10 per
-# epoch in the paper's setting. One turn keeps the spirals intertwined (every
-# ray from the centre meets both classes) while three arctan layers of two
-# neurons can fit it. With 1.5 or 2 turns, a 300-epoch trial (SGD, batch 10,
-# learning rate 0.1, 3 seeds) stayed below 80 % training accuracy for every
-# variant. Without noise the classes are separable by a continuous map.
+# Defaults: 100 points per spiral give 200 samples, so 20 mini-batches per
+# epoch at the batch size 10 of "Bilevel Learning of Deep Representations".
+# One turn keeps the spirals intertwined (every ray from the centre meets
+# both classes) while three arctan layers of two neurons can fit it. With 1.5
+# or 2 turns, a 300-epoch trial (SGD, batch 10, learning rate 0.1, 3 seeds)
+# stayed below 80 % training accuracy for every variant. Without noise the
+# classes are separable by a continuous map.
 SPIRAL_DEFAULTS = {"points_per_spiral": 100, "turns": 1.0, "noise": 0.0, "seed": 0}
 
 _START_RADIUS = 0.05

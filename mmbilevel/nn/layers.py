@@ -170,7 +170,7 @@ class StandardLayer(FeedForwardLayer):
 
 
 class _SkipLayer(FeedForwardLayer):
-    """Layer with a skip term of its input; holds the skip map S when widths differ."""
+    """Layer with a skip term of its input, through the skip map S when widths differ."""
 
     def __init__(
         self,
@@ -254,8 +254,8 @@ class BregmanLayer(_SkipLayer):
     its domain and the value. A point on a finite end of the domain gives an
     infinite ρ⁻¹ and so a saturated output with a NaN gradient. With
     ``clamp=True`` inputs are first clamped a few ulps inside the domain
-    (``phi.clamp``), which avoids both; use it for saturating activations in
-    float32, whose outputs can round onto the end of the domain.
+    (``phi.clamp``), which avoids both. Use it for saturating activations in
+    float32, because their outputs can round onto the end of the domain.
 
     Args:
         skip: ``"fixed"`` (default, area resampling, not learned) or

@@ -33,8 +33,8 @@ class FFNN(nn.Module):
 
     Initialisation:
         - ``"random"``: every layer and the head as ``torch.nn.Linear``.
-        - ``"deterministic"``: the non-informative weights of the paper's
-          two-spiral experiment, W = I for Standard (the rectangular identity
+        - ``"deterministic"``: the non-informative weights of the two-spiral
+          experiment of "Bilevel Learning of Deep Representations", W = I for Standard (the rectangular identity
           when widths differ) and W = 0 for Euclidean and Bregman, all hidden
           biases 0. The head keeps the random weight of ``torch.nn.Linear``
           and gets bias 0: a zero head would give zero gradients to every
