@@ -24,8 +24,13 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Build the top-level parser with every subcommand's options."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Build the top-level parser.
+
+    Only the module of ``command`` is imported and given its options; the
+    other subcommands appear in ``--help`` with their one-line description.
+    With ``command=None`` every subcommand module is imported.
+    """
     parser = argparse.ArgumentParser(
         prog="mmbilevel",
         description="Bilevel learning of deep representations by majorization-minimization.",
@@ -35,16 +40,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in SUBCOMMANDS.items():
-        module = importlib.import_module(f"mmbilevel.cli.{module_name}")
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
-        module.add_arguments(sub)
-        sub.set_defaults(_module=module)
+        if command is None or command == name:
+            module = importlib.import_module(f"mmbilevel.cli.{module_name}")
+            module.add_arguments(sub)
+            sub.set_defaults(_module=module)
     return parser
+
+
+def _requested_command(argv: Sequence[str]) -> str | None:
+    for arg in argv:
+        if arg in SUBCOMMANDS:
+            return arg
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return the process exit status."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_requested_command(argv) or "")
     args = parser.parse_args(argv)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
