@@ -246,7 +246,11 @@ class SympyLegendre(Legendre):
 
     def _clamp_dual(self, y: torch.Tensor) -> torch.Tensor:
         low, high = self.grad_range
-        return y.clamp(min=low if math.isfinite(low) else None, max=high if math.isfinite(high) else None)
+        if math.isfinite(low):
+            y = y.clamp(min=low)
+        if math.isfinite(high):
+            y = y.clamp(max=high)
+        return y
 
     def grad_conjugate(self, y: torch.Tensor) -> torch.Tensor:
         if self.inverse_expr is None:

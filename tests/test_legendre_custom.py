@@ -1,0 +1,236 @@
+"""Tests for user-defined Legendre functions: subclasses and `Legendre.from_sympy`."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import pytest
+import sympy
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import optimize
+
+from mmbilevel import legendre
+from mmbilevel.legendre import Legendre
+
+DTYPES = [torch.float32, torch.float64]
+
+
+class Entropy(Legendre):
+    """Boltzmann–Shannon entropy x·log x − x on [0, ∞), whose activation is exp."""
+
+    name = "entropy"
+    domain = (0.0, math.inf)
+
+    def value(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.xlogy(x, x) - x
+
+    def grad(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.log(x)
+
+
+class BoxQuadratic(Legendre):
+    """x²/2 on [−1, 1]: ∇φ is bounded, so the projection is the clip to [−1, 1]."""
+
+    name = "box_quadratic"
+    domain = (-1.0, 1.0)
+    essentially_smooth = False
+
+    def value(self, x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * x * x
+
+    def grad(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+
+class Quartic(Legendre):
+    """x⁴/4 + x²/2 on ℝ, whose activation has no elementary closed form that we use."""
+
+    name = "quartic"
+
+    def value(self, x: torch.Tensor) -> torch.Tensor:
+        return x**4 / 4 + x**2 / 2
+
+    def grad(self, x: torch.Tensor) -> torch.Tensor:
+        return x**3 + x
+
+
+# ------------------------------------------------------------- subclass fallback
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fallback_matches_exp(dtype: torch.dtype) -> None:
+    phi = Entropy()
+    y = torch.tensor([-30.0, -2.0, 0.0, 1.5, 20.0], dtype=dtype)
+    # The solver stops at 4·eps relative, and log(x) is rounded to eps·|y| which moves x by that relative amount.
+    eps = torch.finfo(dtype).eps
+    relative_error = (phi.grad_conjugate(y) - torch.exp(y)).abs() / torch.exp(y)
+    assert bool((relative_error <= 8 * eps * (1 + y.abs())).all()), relative_error
+
+
+def test_fallback_records_solve() -> None:
+    phi = Entropy()
+    assert phi.last_solve is None
+    phi.grad_conjugate(torch.tensor([0.5, 2.0], dtype=torch.float64))
+    assert phi.last_solve is not None
+    assert phi.last_solve.converged
+
+
+def test_fallback_logs_info(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="mmbilevel"):
+        Entropy().grad_conjugate(torch.tensor([0.5]))
+    assert any("Newton-bisection" in record.getMessage() for record in caplog.records)
+
+
+def test_fallback_not_closed_form() -> None:
+    assert not Entropy().has_closed_form_conjugate
+
+
+def test_fallback_conjugate_fenchel_young() -> None:
+    phi = Entropy()
+    y = torch.tensor([-3.0, 0.0, 2.5], dtype=torch.float64)
+    # φ*(y) = eʸ for the entropy; Fenchel–Young is exact up to the 4·eps root.
+    torch.testing.assert_close(phi.conjugate(y), torch.exp(y), rtol=1e-14, atol=1e-15)
+
+
+def test_fallback_hessian_by_autograd() -> None:
+    x = torch.tensor([0.1, 1.0, 7.0], dtype=torch.float64)
+    torch.testing.assert_close(Entropy().hessian(x), 1.0 / x)
+
+
+def test_fallback_gradcheck() -> None:
+    y = torch.tensor([-1.0, 0.2, 1.7], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(Quartic().grad_conjugate, (y,))
+
+
+def test_fallback_conjugate_gradient() -> None:
+    phi = Quartic()
+    y = torch.tensor([-4.0, 0.3, 2.0], dtype=torch.float64, requires_grad=True)
+    (derivative,) = torch.autograd.grad(phi.conjugate(y).sum(), y)
+    # ∇φ* is the root itself; the implicit gradient makes autograd of φ* agree with it.
+    torch.testing.assert_close(derivative, phi.grad_conjugate(y.detach()), rtol=1e-12, atol=1e-14)
+
+
+def test_fallback_matches_brentq() -> None:
+    phi = Quartic()
+    for y in (-50.0, -1.0, 0.0, 0.4, 3.0, 1e3):
+        expected = optimize.brentq(lambda x, y=y: x**3 + x - y, -100.0, 100.0, xtol=1e-15, rtol=1e-15)
+        x = float(phi.grad_conjugate(torch.tensor(y, dtype=torch.float64)))
+        assert abs(x - expected) <= 4e-15 * max(1.0, abs(expected))
+
+
+def test_bounded_gradient_projection() -> None:
+    phi = BoxQuadratic()
+    y = torch.tensor([-5.0, -0.25, 0.0, 0.8, 3.0], dtype=torch.float64)
+    torch.testing.assert_close(phi.grad_conjugate(y), y.clamp(-1.0, 1.0))
+
+
+def test_bounded_gradient_conjugate() -> None:
+    phi = BoxQuadratic()
+    y = torch.tensor([-5.0, -0.25, 0.8, 3.0], dtype=torch.float64)
+    # sup_{|x| ≤ 1} x·y − x²/2 is the Huber function: y²/2 inside, |y| − 1/2 beyond.
+    expected = torch.where(y.abs() <= 1, 0.5 * y * y, y.abs() - 0.5)
+    torch.testing.assert_close(phi.conjugate(y), expected)
+
+
+def test_subclass_domain_checked() -> None:
+    with pytest.raises(ValueError, match=r"entropy.*-1.*\[0, inf\]"):
+        Entropy().grad(torch.tensor([-1.0]))
+
+
+def test_subclass_clamp_keyword() -> None:
+    out = Entropy().grad(torch.tensor([-1.0, 2.0], dtype=torch.float64), clamp=True)
+    assert bool(torch.isfinite(out).all())
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fallback_round_trip(dtype: torch.dtype) -> None:
+    phi = Quartic()
+    width = 32 if dtype == torch.float32 else 64
+
+    @settings(max_examples=30, deadline=None)
+    @given(st.lists(st.floats(-1e3, 1e3, width=width), min_size=1, max_size=8))
+    def check(values: list[float]) -> None:
+        x = torch.tensor(values, dtype=dtype)
+        back = phi.grad_conjugate(phi.grad(x))
+        # x³ + x is rounded to eps relative, which the cube root divides by 3; the root adds 4·eps.
+        assert bool(((back - x).abs() <= 8 * torch.finfo(dtype).eps * (x.abs() + 1e-30)).all()), (x, back)
+
+    check()
+
+
+# ---------------------------------------------------------------- from_sympy
+
+T = sympy.Symbol("t", real=True)
+
+
+def test_sympy_entropy_closed_form() -> None:
+    phi = Legendre.from_sympy(T * sympy.log(T) + (1 - T) * sympy.log(1 - T), T, (0, 1), name="fermi")
+    y = torch.tensor([-4.0, 0.0, 2.5], dtype=torch.float64)
+    assert phi.closed_form_conjugate
+    torch.testing.assert_close(phi.grad_conjugate(y), torch.sigmoid(y))
+    torch.testing.assert_close(phi.conjugate(y), torch.nn.functional.softplus(y))
+
+
+def test_sympy_matches_catalogue_arcsinh() -> None:
+    phi = legendre.from_sympy(sympy.cosh(T), T, (-sympy.oo, sympy.oo))
+    reference = legendre.get("arcsinh")
+    y = torch.linspace(-8.0, 8.0, 17, dtype=torch.float64)
+    torch.testing.assert_close(phi.grad_conjugate(y), reference.grad_conjugate(y))
+    torch.testing.assert_close(phi.conjugate(y), reference.conjugate(y))
+
+
+def test_sympy_bounded_gradient_saturates() -> None:
+    phi = legendre.from_sympy(sympy.sqrt(1 - T**2) + T * sympy.asin(T), T, (-1, 1))
+    y = torch.tensor([-3.0, 0.5, 3.0], dtype=torch.float64)
+    assert not phi.essentially_smooth
+    torch.testing.assert_close(phi.grad_conjugate(y), torch.tensor([-1.0, math.sin(0.5), 1.0], dtype=torch.float64))
+    torch.testing.assert_close(phi.conjugate(y), legendre.get("sin").conjugate(y))
+
+
+def test_sympy_fallback_reports_reason(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="mmbilevel"):
+        phi = legendre.from_sympy(sympy.exp(T) + T**4 / 4 + T**2, T, (-sympy.oo, sympy.oo), name="mixed")
+    assert not phi.closed_form_conjugate
+    assert phi.fallback_reason
+    assert any("mixed" in record.getMessage() for record in caplog.records)
+
+
+def test_sympy_fallback_solves() -> None:
+    phi = legendre.from_sympy(sympy.exp(T) + T**4 / 4 + T**2, T, (-sympy.oo, sympy.oo))
+    y = torch.tensor([-3.0, 0.5, 4.0], dtype=torch.float64)
+    x = phi.grad_conjugate(y)
+    expected = [optimize.brentq(lambda s, v=v: math.exp(s) + s**3 + 2 * s - v, -10.0, 10.0, xtol=1e-15) for v in y.tolist()]
+    torch.testing.assert_close(x, torch.tensor(expected, dtype=torch.float64), rtol=1e-13, atol=1e-14)
+    assert phi.last_solve is not None
+
+
+def test_sympy_log_cos_exact_end() -> None:
+    phi = legendre.from_sympy(-sympy.log(sympy.cos(T)), T, (-sympy.pi / 2, sympy.pi / 2))
+    y = torch.tensor([-20.0, 0.3, 7.0], dtype=torch.float64)
+    assert phi.essentially_smooth
+    torch.testing.assert_close(phi.grad_conjugate(y), torch.atan(y))
+
+
+def test_sympy_hessian_symbolic() -> None:
+    phi = legendre.from_sympy(T**4 / 4 + T**2 / 2, T, (-sympy.oo, sympy.oo))
+    x = torch.tensor([-2.0, 0.0, 1.5], dtype=torch.float64)
+    torch.testing.assert_close(phi.hessian(x), 3 * x**2 + 1)
+
+
+def test_sympy_unknown_function_raises() -> None:
+    with pytest.raises(ValueError, match="torch"):
+        legendre.from_sympy(sympy.gamma(T + 2), T, (0, 5))
+
+
+def test_sympy_empty_domain_raises() -> None:
+    with pytest.raises(ValueError, match="lower < upper"):
+        legendre.from_sympy(T**2, T, (1, 1))
+
+
+def test_sympy_domain_checked() -> None:
+    phi = legendre.from_sympy(T * sympy.log(T) - T, T, (0, sympy.oo), name="entropy")
+    with pytest.raises(ValueError, match="entropy"):
+        phi(torch.tensor([-0.5]))
