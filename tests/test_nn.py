@@ -6,6 +6,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mmbilevel import legendre
 from mmbilevel.nn import (
@@ -200,6 +202,16 @@ def test_resampling_matrix_row_stochastic(widths):
     matrix = resampling_matrix(out_features, in_features, dtype=torch.float64)
     assert torch.all(matrix >= 0)
     assert torch.allclose(matrix.sum(dim=1), torch.ones(out_features, dtype=torch.float64))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 40))
+def test_resampling_matrix_property(out_features, in_features):
+    matrix = resampling_matrix(out_features, in_features, dtype=torch.float64)
+    assert torch.all(matrix >= 0)
+    assert torch.allclose(matrix.sum(dim=1), torch.ones(out_features, dtype=torch.float64))
+    # Each input cell has length 1/in and is spread over output cells of length 1/out.
+    assert torch.allclose(matrix.sum(dim=0), torch.full((in_features,), out_features / in_features, dtype=torch.float64))
 
 
 def test_resampling_matrix_square_identity():
@@ -529,6 +541,23 @@ def test_to_domain_strict_interior(name):
     assert torch.all(mapped > phi.domain[0])
     assert torch.all(mapped < phi.domain[1])
     assert torch.isfinite(phi.grad(mapped)).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.sampled_from(legendre.available()),
+    st.floats(-5, 5),
+    st.floats(0.01, 5),
+    st.floats(0, 0.4),
+)
+def test_to_domain_property(name, low, length, margin):
+    phi = legendre.get(name)
+    source = (low, low + length)
+    data = low + length * torch.linspace(-0.1, 1.1, 25, dtype=torch.float64)
+    mapped = to_domain(data, name, source=source, margin=max(margin, 1e-3))
+    assert torch.all(mapped > phi.domain[0])
+    assert torch.all(mapped < phi.domain[1])
+    assert torch.all(mapped.diff() >= 0)
 
 
 def test_to_domain_clips_source():
