@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import sympy
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -105,6 +106,14 @@ def test_layer_custom_legendre_object():
     pre_activation = z / torch.sqrt(1 - z.square()) + z @ layer.weight.T + layer.bias
     expected = pre_activation / torch.sqrt(1 + pre_activation.square())
     assert torch.allclose(layer(z), expected, atol=1e-15)
+
+
+def test_layer_sympy_legendre_identity():
+    t = sympy.Symbol("t")
+    phi = legendre.Legendre.from_sympy(t * sympy.log(t) + (1 - t) * sympy.log(1 - t), t, (0, 1))
+    layer = BregmanLayer(3, 3, phi, init="deterministic", dtype=torch.float64)
+    z = torch.tensor([[0.2, 0.5, 0.9]], dtype=torch.float64)
+    assert torch.allclose(layer(z), z, atol=1e-12)
 
 
 def test_layer_rejects_bad_width():
