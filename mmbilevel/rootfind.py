@@ -69,8 +69,8 @@ def solve_increasing(
     """Solve fn(t) = target elementwise for an increasing fn on [lower, upper].
 
     The method is Newton's iteration kept inside a bracket that shrinks at
-    every step; a Newton step that leaves the bracket, or one that did not
-    halve it, is replaced by a bisection step. Bisection is geometric when the
+    every step. A bisection step replaces any Newton step that leaves the
+    bracket or follows a Newton step that did not halve it. Bisection is geometric when the
     bracket spans orders of magnitude, so infinite or huge brackets shrink in
     a few dozen steps. Infinite bounds are first replaced by finite ones by
     stepping outwards until fn crosses target.

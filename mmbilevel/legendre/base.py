@@ -2,7 +2,7 @@
 
 In "Bilevel Learning of Deep Representations" (Frecon, Salzo, Pontil, 2021),
 an activation ρ is the Bregman projection onto an interval I for a Legendre
-function φ with dom φ = I, so that ρ = ∇φ* and ρ⁻¹ = ∇φ. This module holds
+function φ with dom φ = I, so that ρ = ∇φ* and ρ⁻¹ = ∇φ. This module contains
 the base class: domain checks, clamping, the Bregman divergence and the
 generic fallbacks used when a subclass gives only φ and ∇φ.
 """

@@ -209,7 +209,7 @@ class Softplus(Legendre):
         return torch.where(small, near_zero, far)
 
     def grad(self, x: torch.Tensor) -> torch.Tensor:
-        # log(eᵗ − 1) = t + log(1 − e⁻ᵗ), finite for large t and exact near 0.
+        # log(eᵗ − 1) = t + log(1 − e⁻ᵗ), finite for large t and accurate near 0.
         return x + torch.log(-torch.expm1(-x))
 
     def hessian(self, x: torch.Tensor) -> torch.Tensor:

@@ -283,8 +283,8 @@ def from_sympy(
     range of ∇φ back into the domain with ∇φ(x) = y to 1e-8. φ* is then
     y·x − φ(x) simplified. When ∇φ is bounded at an end, ∇φ* is taken
     constant beyond the range of ∇φ, which is the Bregman projection.
-    Without a closed form the result uses the iterative solve and says so
-    (INFO log, ``fallback_reason``).
+    Without a closed form the result uses the iterative solve, logs that at
+    INFO level and stores the reason in ``fallback_reason``.
 
     Args:
         expr: φ as a sympy expression (or string) in ``symbol``.
