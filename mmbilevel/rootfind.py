@@ -42,7 +42,9 @@ class RootResult:
             |fn(root) − target| at interior roots; at a bracket end, how far
             fn(end) lies on the wrong side of target (0 when the end is the
             exact constrained minimizer).
-        converged: whether every element met the tolerance.
+        converged: whether every element met the tolerance; False also when
+            an infinite bound had to be cut at the largest float because fn
+            never crossed target (as for exp(t) = −1 on ℝ).
     """
 
     root: torch.Tensor
@@ -163,8 +165,8 @@ def _expand_bracket(
     grow_low = torch.isinf(lower)
     grow_up = torch.isinf(upper)
     for _ in range(300):
-        need_low = grow_low & (fn(a) > target)
-        need_up = grow_up & (fn(b) < target)
+        need_low = grow_low & (fn(a) > target) & (a > -finfo.max)
+        need_up = grow_up & (fn(b) < target) & (b < finfo.max)
         if not (need_low.any() or need_up.any()):
             break
         # The old ends stay valid opposite ends of the bracket.
@@ -201,6 +203,10 @@ def _solve(
 ) -> RootResult:
     a, b = _expand_bracket(fn, target, lower, upper)
     fa, fb = fn(a), fn(b)
+
+    # Where an infinite bound could not be replaced by a finite one (fn has
+    # not crossed target even at the largest float), no root is representable.
+    unbounded = (torch.isinf(lower) & (fa > target)) | (torch.isinf(upper) & (fb < target))
 
     # Target outside the range on the bracket: the minimizer is an end.
     at_low = fa >= target
@@ -239,7 +245,7 @@ def _solve(
         done = done | small_step | narrow
 
     residual = _kkt_residual(fn(x), target, x, lower, upper)
-    converged = bool(done.all())
+    converged = bool(done.all()) and not bool(unbounded.any())
     return RootResult(root=x, iterations=iterations, residual=residual, converged=converged)
 
 

@@ -72,6 +72,13 @@ def test_residual_reports_inexact_root() -> None:
     assert result.residual > 1e-6
 
 
+def test_no_root_not_converged() -> None:
+    # exp never reaches −1, so the infinite lower bound cannot be bracketed.
+    result = solve_increasing(torch.exp, torch.tensor([-1.0, 2.0], dtype=torch.float64), -math.inf, math.inf)
+    assert not result.converged
+    assert float(result.root[1]) == pytest.approx(math.log(2.0), rel=1e-15)
+
+
 def test_default_tol_follows_dtype() -> None:
     assert default_tol(torch.float32) > default_tol(torch.float64)
 
