@@ -178,14 +178,22 @@ def _expand_bracket(
 
 
 def _split_point(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Return a bisection point of [a, b]: geometric across magnitudes, else the midpoint."""
-    tiny = torch.finfo(a.dtype).tiny
+    """Return a bisection point of [a, b]: geometric across magnitudes, else the midpoint.
+
+    On a one-signed bracket whose ends differ by more than a factor 4, the
+    point is the geometric mean of the ends, with the end nearer 0 raised to
+    at least eps times the other one; so a bracket [0, b] is split at
+    √eps·b and tiny or huge roots are reached in a few dozen steps.
+    """
+    finfo = torch.finfo(a.dtype)
     mid = a + 0.5 * (b - a)
     mid = torch.where(torch.isfinite(mid), mid, 0.5 * a + 0.5 * b)
-    positive = (a >= 0) & (b > 4.0 * a.clamp_min(tiny))
-    negative = (b <= 0) & (a < 4.0 * b.clamp_max(-tiny))
-    geo_pos = torch.sqrt(a.clamp_min(tiny)) * torch.sqrt(b.clamp_min(tiny))
-    geo_neg = -torch.sqrt((-b).clamp_min(tiny)) * torch.sqrt((-a).clamp_min(tiny))
+    near_pos = torch.maximum(a, (finfo.eps * b).clamp_min(finfo.tiny))
+    near_neg = torch.minimum(b, (finfo.eps * a).clamp_max(-finfo.tiny))
+    positive = (a >= 0) & (b > 4.0 * near_pos)
+    negative = (b <= 0) & (a < 4.0 * near_neg)
+    geo_pos = torch.sqrt(near_pos.clamp_min(0.0)) * torch.sqrt(b.clamp_min(0.0))
+    geo_neg = -torch.sqrt((-near_neg).clamp_min(0.0)) * torch.sqrt((-a).clamp_min(0.0))
     mid = torch.where(positive, geo_pos, mid)
     mid = torch.where(negative, geo_neg, mid)
     straddle = (a < 0) & (b > 0)
@@ -215,8 +223,8 @@ def _solve(
     x = torch.where(at_low, a, torch.where(at_up, b, _split_point(a, b)))
 
     tiny = torch.finfo(target.dtype).tiny
-    width_before = b - a
-    used_newton = torch.zeros_like(done)
+    last_step = b - a
+    older_step = b - a
     iterations = 0
     while not bool(done.all()) and iterations < maxiter:
         iterations += 1
@@ -226,17 +234,16 @@ def _solve(
         b = torch.where(~done & (fx > target), x, b)
         done = done | exact
 
-        # Newton step, accepted inside the open bracket and when the previous
-        # Newton step at least halved the bracket.
+        # Newton step, accepted inside the bracket when it is at most half the
+        # step before last, so that the iteration converges at least linearly
+        # (the rule of rtsafe in Numerical Recipes).
         slope = grad_fn(x)
         step = (fx - target) / slope
         newton = x - step
-        width = b - a
-        slow = used_newton & (width > 0.5 * width_before)
-        ok = torch.isfinite(newton) & (newton > a) & (newton < b) & ~slow
+        ok = torch.isfinite(newton) & (newton >= a) & (newton <= b) & (step.abs() <= 0.5 * older_step.abs())
         x_new = torch.where(ok, newton, _split_point(a, b))
-        used_newton = ok
-        width_before = width
+        older_step = last_step
+        last_step = x_new - x
 
         scale = torch.maximum(x_new.abs(), torch.full_like(x_new, tiny))
         small_step = (x_new - x).abs() <= tol * scale

@@ -79,6 +79,13 @@ def test_no_root_not_converged() -> None:
     assert float(result.root[1]) == pytest.approx(math.log(2.0), rel=1e-15)
 
 
+def test_newton_converges_fast() -> None:
+    # Safeguarded Newton is quadratic near the root: a cubic over six decades needs few iterations.
+    target = torch.logspace(-3, 3, 50, dtype=torch.float64)
+    result = solve_increasing(lambda t: t**3 + t, target, -math.inf, math.inf)
+    assert result.iterations <= 15
+
+
 def test_default_tol_follows_dtype() -> None:
     assert default_tol(torch.float32) > default_tol(torch.float64)
 
