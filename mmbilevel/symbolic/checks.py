@@ -1,4 +1,4 @@
-"""Property checks of the rows of Table 1 and of Examples 3.1–3.2.
+"""Property checks of the rows of Table 1, and the helpers shared with the example checks.
 
 Each check states one property that the row needs for its claim in
 "Bilevel Learning of Deep Representations" to hold, tries to decide it with
@@ -24,12 +24,7 @@ A Legendre row (I, φ, ρ, ρ⁻¹) claims ρ = ∇φ* = prox^φ_I and ρ⁻¹ =
 
 Checks that only make sense for a real φ fail with a note when ``real_valued`` fails.
 
-A prox example (g, ρ) claims ρ = prox_g = argmin_u g(u) + ½(u − t)². Its checks:
-
-- ``prox_identity``: the global minimizer, found by scipy, equals ρ(t).
-- ``stationarity``: ρ(t) − t + g′(ρ(t)) = 0.
-- ``range_in_domain``: ρ(ℝ) ⊆ dom g.
-- ``g_nonconvex``: the paper's statement that g is nonconvex.
+The checks of Examples 3.1 and 3.2 are in :mod:`mmbilevel.symbolic.prox_checks`.
 """
 
 from __future__ import annotations
@@ -48,17 +43,18 @@ from sympy.calculus.util import function_range
 
 from mmbilevel.symbolic import numeric
 from mmbilevel.symbolic.numeric import MP_DPS, agree, evaluate, format_number, is_real_finite
-from mmbilevel.symbolic.table1 import LegendreRow, Parameter, ProxExample
+from mmbilevel.symbolic.table1 import LegendreRow, Parameter
 
 __all__ = [
     "CheckResult",
     "LegendreAnalysis",
-    "ProxAnalysis",
+    "LEGENDRE_CHECK_FUNCTIONS",
     "T",
     "Y",
     "parse_formula",
     "run_legendre_checks",
-    "run_prox_checks",
+    "show",
+    "show_interval",
 ]
 
 logger = logging.getLogger(__name__)
@@ -288,14 +284,22 @@ class LegendreAnalysis(_Analysis):
         )
 
 
-def _one_sided_limit(analysis: _Analysis, expr: sp.Expr, end: sp.Expr, direction: str) -> sp.Expr:
-    """Take the limit of expr at an end of an interval, numerically if sympy fails."""
-    try:
-        value = sp.limit(expr, T, end, direction)
-    except (NotImplementedError, ValueError, TypeError):
-        value = None
-    if value is not None and not value.has(sp.Limit, sp.AccumBounds):
-        return sp.oo if value == sp.zoo and direction == "-" else value
+def _one_sided_limit(
+    analysis: _Analysis, expr: sp.Expr, end: sp.Expr, direction: str, symbolic: bool = True
+) -> sp.Expr:
+    """Take the limit of expr at an end of an interval, numerically if sympy fails.
+
+    With ``symbolic=False`` only the numeric estimate runs, which is much faster.
+    """
+    value = None
+    if symbolic:
+        try:
+            value = sp.limit(expr, T, end, direction)
+        except (NotImplementedError, ValueError, TypeError):
+            value = None
+    # A complex infinity (zoo) carries no sign, so the numeric branch decides it.
+    if value is not None and value != sp.zoo and not value.has(sp.Limit, sp.AccumBounds):
+        return value
 
     # Evaluate at points closing in on the end; a growth of more than 1 per step
     # of eight decades marks a divergence (even a logarithmic one grows by 18).
@@ -459,11 +463,12 @@ def _identity_check(
         return CheckResult(name, True, NUMERIC, note)
 
     x, values, lhs, rhs = mismatch
+    shown = residual.subs(T, Y) if variable_name == "y" else residual
     note = (
         f"At {variable_name} = {format_number(x)}"
         f"{', ' + analysis.describe_values(values) if values else ''}: "
         f"the left side is {format_number(lhs)} but the right side is {format_number(rhs)}; "
-        f"{residual_text} = {show(residual)}."
+        f"{residual_text} = {show(shown)}."
     )
     if symbolic_zero:
         note += " sympy simplified the residual to 0, so sympy and the numerics disagree."
@@ -577,7 +582,9 @@ def _infimum(
                 best = (value, f"attained at t = {_recognize(x)}", x, values)
         lower, upper = (analysis.subs_values(end, values) for end in (analysis.lower, analysis.upper))
         for end, direction in ((lower, "+"), (upper, "-")):
-            limit = _one_sided_limit(analysis, analysis.subs_values(simplified, values), end, direction)
+            limit = _one_sided_limit(
+                analysis, analysis.subs_values(simplified, values), end, direction, symbolic=False
+            )
             if limit.is_finite and numeric.to_mpf(limit) < best[0]:
                 best = (numeric.to_mpf(limit), f"approached as t → {show(end)}", numeric.to_mpf(end), values)
     if best is None:
@@ -676,7 +683,7 @@ def _domain_end_notes(analysis: LegendreAnalysis) -> str:
                                    (analysis.upper, analysis.row.upper_closed, "-")):
         if end.is_finite is False:
             continue
-        limit = _one_sided_limit(analysis, analysis.phi, end, direction)
+        limit = _one_sided_limit(analysis, analysis.phi, end, direction, symbolic=False)
         if closed and not limit.is_finite:
             notes.append(f"φ → {show(limit)} at {show(end)}, so dom φ is open there and I is its closure.")
         elif not closed and limit.is_finite:
@@ -749,17 +756,20 @@ def _gradient_inverse(analysis: LegendreAnalysis) -> tuple[sp.Expr | None, str]:
                 candidates.append(gradient.inverse()(Y))
             except (AttributeError, TypeError):
                 pass
-    for gradient in equations:
-        try:
-            candidates += sp.solve(sp.Eq(gradient, Y), T)
-        except NotImplementedError:
-            continue
-
     gradient_fn = numeric.lambdify_mp(analysis.phi_prime, (T, *analysis.symbols))
     for candidate in candidates:
-        candidate_fn = numeric.lambdify_mp(candidate, (Y, *analysis.symbols))
-        if _inverts_gradient(analysis, gradient_fn, candidate_fn):
+        if _inverts_gradient(analysis, gradient_fn, numeric.lambdify_mp(candidate, (Y, *analysis.symbols))):
             return candidate, SYMBOLIC
+
+    for gradient in equations:
+        try:
+            solutions = sp.solve(sp.Eq(gradient, Y), T)
+        except NotImplementedError:
+            continue
+        for candidate in solutions:
+            candidate_fn = numeric.lambdify_mp(candidate, (Y, *analysis.symbols))
+            if _inverts_gradient(analysis, gradient_fn, candidate_fn):
+                return candidate, SYMBOLIC
     return None, NUMERIC
 
 
@@ -892,122 +902,3 @@ def run_legendre_checks(row: LegendreRow) -> tuple[CheckResult, ...]:
     with mpmath.workdps(MP_DPS):
         analysis = LegendreAnalysis(row)
         return tuple(analysis.result(name) for name in LEGENDRE_CHECK_FUNCTIONS)
-
-
-# ---------------------------------------------------------------------------
-# Euclidean prox examples
-# ---------------------------------------------------------------------------
-
-
-class ProxAnalysis(_Analysis):
-    """Parsed formulas of a prox example: g on dom g and the activation ρ."""
-
-    def __init__(self, example: ProxExample) -> None:
-        super().__init__(())
-        self.example = example
-        self.lower = parse_formula(example.lower)
-        self.upper = parse_formula(example.upper)
-        self.g = parse_formula(example.g)
-        self.rho = parse_formula(example.rho)
-        self.g_prime = sp.expand_func(sp.diff(self.g, T))
-        self.g_second = sp.expand_func(sp.diff(self.g, T, 2))
-
-    def interior(self, _values: tuple[sp.Rational, ...] = ()) -> list[mpmath.mpf]:
-        return numeric.interior_samples(numeric.to_mpf(self.lower), numeric.to_mpf(self.upper))
-
-
-def check_prox_identity(analysis: ProxAnalysis) -> CheckResult:
-    """Check ρ(t) = argmin_u g(u) + ½(u − t)² by a global scipy search over dom g."""
-    name = "prox_identity"
-    g = _lambdify_numpy(analysis.g, (T,))
-    rho = numeric.lambdify_mp(analysis.rho, (T,))
-    lower, upper = float(numeric.to_mpf(analysis.lower)), float(numeric.to_mpf(analysis.upper))
-    targets = sorted([*np.linspace(-6.0, 6.0, 49), -30.0, -15.0, 15.0, 30.0], key=lambda t: (abs(t), t))
-    for t in targets:
-        def objective(u, t=t):
-            with np.errstate(all="ignore"):
-                return np.real_if_close(g(u) + 0.5 * (u - t) ** 2)
-
-        minimizer = numeric.minimize_on_interval(objective, lower, upper)
-        expected = _as_float(evaluate(rho, mpmath.mpf(t)))
-        if not abs(minimizer - expected) <= numeric.PROJECTION_TOL:
-            note = f"At t = {t:g}: argmin g(u) + ½(u − t)² is {minimizer:.9g} but ρ(t) = {expected:.9g}."
-            return CheckResult(name, False, NUMERIC, note, {"t": t})
-    note = (
-        f"The global scipy minimizer of g(u) + ½(u − t)² matches ρ(t) within "
-        f"{numeric.PROJECTION_TOL:g} at {len(targets)} values of t."
-    )
-    return CheckResult(name, True, NUMERIC, note)
-
-
-def check_stationarity(analysis: ProxAnalysis) -> CheckResult:
-    """Check the optimality condition u − t + g′(u) = 0 at u = ρ(t)."""
-    at_rho = analysis.rho - T + analysis.g_prime.subs(T, analysis.rho)
-    return _identity_check(
-        analysis,
-        "stationarity",
-        at_rho,
-        sp.Integer(0),
-        _simplify(at_rho),
-        T,
-        lambda _values: numeric.line_samples(),
-        "ρ(t) − t + g′(ρ(t))",
-    )
-
-
-def check_range_in_domain(analysis: ProxAnalysis) -> CheckResult:
-    """Check ρ(ℝ) ⊆ dom g."""
-    name = "range_in_domain"
-    example = analysis.example
-    domain = sp.Interval(
-        analysis.lower, analysis.upper, not example.lower_closed, not example.upper_closed
-    )
-    try:
-        image = function_range(analysis.rho, T, sp.S.Reals)
-    except (NotImplementedError, ValueError, TypeError):
-        image = None
-    if image is None:
-        low, high, _ = _range_closure(analysis, analysis.rho)
-        image = sp.Interval(low, high)
-        method = NUMERIC
-    else:
-        method = SYMBOLIC
-    inside = bool(image.is_subset(domain))
-    relation = "⊆" if inside else "⊈"
-    note = f"ρ(ℝ) = {show_interval(image)} {relation} dom g = {show_interval(domain)}."
-    return CheckResult(name, inside, method, note, None if inside else {"t": 0.0})
-
-
-def check_g_nonconvex(analysis: ProxAnalysis) -> CheckResult:
-    """Check the paper's statement that g is nonconvex: it holds iff g″ < 0 somewhere."""
-    name = "g_nonconvex"
-    convex = _positivity_check(analysis, name, analysis.g_second, analysis.interior, "g″", strict=False)
-    claim = analysis.example.convexity_claim
-    if not convex.holds:
-        return CheckResult(name, True, convex.method, f"{claim}, and {convex.note}", convex.counterexample)
-    modulus, where, _, _ = _infimum(analysis, analysis.g_second, analysis.interior)
-    strength = (
-        f"strongly convex with modulus {_recognize(modulus)}" if modulus > 1e-15
-        else "convex but not strongly convex"
-    )
-    note = (
-        f"{claim}, but g″(t) = {show(_shortest(analysis.g_second, _simplify(analysis.g_second)))} "
-        f"≥ 0 on int dom g, so g is "
-        f"{strength} (inf g″ {where})."
-    )
-    return CheckResult(name, False, convex.method, note, {"t": 0.0})
-
-
-PROX_CHECK_FUNCTIONS: Mapping[str, Callable[[ProxAnalysis], CheckResult]] = {
-    "prox_identity": check_prox_identity,
-    "stationarity": check_stationarity,
-    "range_in_domain": check_range_in_domain,
-    "g_nonconvex": check_g_nonconvex,
-}
-
-
-def run_prox_checks(example: ProxExample) -> tuple[CheckResult, ...]:
-    """Run every check of a prox example, in the order of ``PROX_CHECK_FUNCTIONS``."""
-    with mpmath.workdps(MP_DPS):
-        analysis = ProxAnalysis(example)
-        return tuple(check(analysis) for check in PROX_CHECK_FUNCTIONS.values())

@@ -15,7 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from mmbilevel.symbolic.checks import CheckResult, run_legendre_checks, run_prox_checks
+from mmbilevel.symbolic.checks import CheckResult, run_legendre_checks
+from mmbilevel.symbolic.prox_checks import run_prox_checks
 from mmbilevel.symbolic.table1 import (
     CORRECTIONS,
     EXPECTED_CORRECTED_VERDICTS,
@@ -136,14 +137,20 @@ class RowReport:
         }
 
 
-@lru_cache(maxsize=None)
 def verify_row(name: str) -> RowReport:
     """Run every check on the printed row ``name`` and on its correction, if any.
+
+    The name is case-insensitive, and each row is verified once per process.
 
     Raises:
         ValueError: ``name`` is not a row of Table 1 or an example.
     """
-    key = name.lower()
+    return _verify_row_cached(name.lower())
+
+
+@lru_cache(maxsize=None)
+def _verify_row_cached(key: str) -> RowReport:
+    name = key
     legendre = {row.name: row for row in TABLE1_ROWS}
     examples = {example.name: example for example in PROX_EXAMPLES}
     if key not in legendre and key not in examples:
