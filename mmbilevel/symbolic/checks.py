@@ -3,10 +3,11 @@
 Each check states one property that the row needs for its claim in
 "Bilevel Learning of Deep Representations" to hold, tries to decide it with
 sympy, and decides it numerically (mpmath at 60 digits, scipy for global
-minimizations) where sympy cannot. A symbolic verdict is confirmed
-numerically, and a disagreement makes the check fail. A failed check carries
-a counter-example point, and for a free parameter such as the ISRU scale λ,
-the parameter values at which the identity holds.
+minimizations) where sympy cannot. Identities and signs that sympy proves
+are confirmed at the sample points too, and a disagreement fails the check.
+Limits at the ends of I come from sympy, with a numeric estimate as fallback.
+A failed check carries a counter-example point, and for a free parameter such
+as the ISRU scale λ, the parameter values at which the identity holds.
 
 A Legendre row (I, φ, ρ, ρ⁻¹) claims ρ = ∇φ* = prox^φ_I and ρ⁻¹ = ∇φ. Its checks:
 
@@ -301,8 +302,8 @@ def _one_sided_limit(
     if value is not None and value != sp.zoo and not value.has(sp.Limit, sp.AccumBounds):
         return value
 
-    # Evaluate at points closing in on the end; a growth of more than 1 per step
-    # of eight decades marks a divergence (even a logarithmic one grows by 18).
+    # Evaluate at points closing in on the end. A growth of more than 1 per step of
+    # eight decades marks a divergence, because even a logarithmic one grows by 18.
     function = numeric.lambdify_mp(expr, (T, *analysis.symbols))
     mp_values = analysis.mp_values(analysis.parameter_values[0])
     end_value = numeric.to_mpf(analysis.subs_values(end, analysis.parameter_values[0]))
@@ -802,7 +803,7 @@ class _ConjugateEvaluator:
         self.gradient = numeric.lambdify_mp(analysis.phi_prime, (T, *analysis.symbols))
 
     def _beyond(self, y, lower_limit, upper_limit) -> mpmath.mpf | None:
-        """The end of I where the supremum sits when y is outside the range of φ′."""
+        """Return the end of I where the supremum sits when y is outside the range of φ′."""
         if lower_limit.is_finite and y <= numeric.to_mpf(lower_limit):
             return self.lower
         if upper_limit.is_finite and y >= numeric.to_mpf(upper_limit):

@@ -189,8 +189,15 @@ def minimize_on_interval(
     values = _finite_or_inf(objective(grid))
     best = int(np.argmin(values))
 
-    left = grid[best - 1] if best > 0 else (lower if math.isfinite(lower) else grid[0])
-    right = grid[best + 1] if best < len(grid) - 1 else (upper if math.isfinite(upper) else grid[-1])
+    # The cell around the best grid point; at the last grid point it reaches the end.
+    if best > 0:
+        left = grid[best - 1]
+    else:
+        left = lower if math.isfinite(lower) else grid[0]
+    if best < len(grid) - 1:
+        right = grid[best + 1]
+    else:
+        right = upper if math.isfinite(upper) else grid[-1]
     result = minimize_scalar(
         lambda u: float(_finite_or_inf(objective(np.array([u])))[0]),
         bounds=(float(left), float(right)),

@@ -7,8 +7,8 @@ Its checks:
 - ``prox_identity``: the global minimizer, found by scipy, equals ρ(t).
 - ``stationarity``: ρ(t) − t + g′(ρ(t)) = 0.
 - ``range_in_domain``: ρ(ℝ) ⊆ dom g.
-- ``g_nonconvex``: the statement of Sections 3.2 and 5 of that paper that g is
-  nonconvex, which holds iff g″ < 0 somewhere on int dom g.
+- ``g_nonconvex``: the claim of Sections 3.2 and 5 of that paper that g is
+  nonconvex, which is true iff g″ < 0 somewhere on int dom g.
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def check_range_in_domain(analysis: ProxAnalysis) -> CheckResult:
 
 
 def check_g_nonconvex(analysis: ProxAnalysis) -> CheckResult:
-    """Check the paper's statement that g is nonconvex: it holds iff g″ < 0 somewhere."""
+    """Check the claim of Sections 3.2 and 5 that g is nonconvex, true iff g″ < 0 somewhere."""
     name = "g_nonconvex"
     convex = _positivity_check(analysis, name, analysis.g_second, analysis.interior, "g″", strict=False)
     claim = analysis.example.convexity_claim
