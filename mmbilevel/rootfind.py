@@ -200,6 +200,26 @@ def _split_point(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.where(straddle, torch.zeros_like(mid), mid)
 
 
+def _split_towards_end(a: torch.Tensor, b: torch.Tensor, end: torch.Tensor, upper_end: bool) -> torch.Tensor:
+    """Return a bisection point of [a, b] that is geometric in the distance to a finite ``end``.
+
+    This is `_split_point` applied to the distances from ``end``, so roots
+    within a few ulps of a finite bound (such as 1 − 1e-14 for a logit) are
+    reached in a few dozen steps. Where ``end`` is infinite it falls back to
+    `_split_point`.
+    """
+    finite = torch.isfinite(end)
+    safe_end = torch.where(finite, end, torch.zeros_like(end))
+    if upper_end:
+        near, far = safe_end - b, safe_end - a
+    else:
+        near, far = a - safe_end, b - safe_end
+    distance = _split_point(near.clamp_min(0.0), far.clamp_min(0.0))
+    point = safe_end - distance if upper_end else safe_end + distance
+    inside = finite & (point > a) & (point < b)
+    return torch.where(inside, point, _split_point(a, b))
+
+
 def _solve(
     fn: TensorFn,
     grad_fn: TensorFn,
@@ -241,12 +261,26 @@ def _solve(
         step = (fx - target) / slope
         newton = x - step
         ok = torch.isfinite(newton) & (newton >= a) & (newton <= b) & (step.abs() <= 0.5 * older_step.abs())
-        x_new = torch.where(ok, newton, _split_point(a, b))
+        # Bisection alternates between geometric splits towards the lower and
+        # the upper bound, so roots near either finite end are found quickly.
+        split = _split_towards_end(a, b, upper if iterations % 2 else lower, upper_end=bool(iterations % 2))
+        x_new = torch.where(ok, newton, split)
         older_step = last_step
         last_step = x_new - x
 
         scale = torch.maximum(x_new.abs(), torch.full_like(x_new, tiny))
-        small_step = (x_new - x).abs() <= tol * scale
+        # A small Newton step shows convergence only once fn changes sign just
+        # beyond it: near a singular end Newton can crawl far from the root.
+        # The probe point also tightens the bracket.
+        small_step = ~done & ok & ((x_new - x).abs() <= tol * scale)
+        if bool(small_step.any()):
+            probe = x_new - torch.sign(step) * (2.0 * step.abs() + tol * scale)
+            probe = torch.minimum(torch.maximum(probe, a), b)
+            f_probe = fn(probe)
+            crossed = (f_probe - target) * (fx - target) <= 0
+            small_step = small_step & crossed
+            a = torch.where(~done & (f_probe < target), torch.maximum(a, probe), a)
+            b = torch.where(~done & (f_probe > target), torch.minimum(b, probe), b)
         narrow = (b - a) <= tol * scale
         x = torch.where(done, x, x_new)
         done = done | small_step | narrow
