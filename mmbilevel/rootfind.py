@@ -276,11 +276,13 @@ def _solve(
         if bool(small_step.any()):
             probe = x_new - torch.sign(step) * (2.0 * step.abs() + tol * scale)
             probe = torch.minimum(torch.maximum(probe, a), b)
+            # Elsewhere the step may be infinite or NaN; probe at x_new, inside the bracket.
+            probe = torch.where(small_step, probe, x_new)
             f_probe = fn(probe)
             crossed = (f_probe - target) * (fx - target) <= 0
+            a = torch.where(small_step & (f_probe < target), torch.maximum(a, probe), a)
+            b = torch.where(small_step & (f_probe > target), torch.minimum(b, probe), b)
             small_step = small_step & crossed
-            a = torch.where(~done & (f_probe < target), torch.maximum(a, probe), a)
-            b = torch.where(~done & (f_probe > target), torch.minimum(b, probe), b)
         narrow = (b - a) <= tol * scale
         x = torch.where(done, x, x_new)
         done = done | small_step | narrow

@@ -86,6 +86,15 @@ def test_newton_converges_fast() -> None:
     assert result.iterations <= 15
 
 
+def test_zero_slope_in_batch() -> None:
+    # t³ has slope 0 at the first split point 0, so Newton steps are inf or NaN there.
+    target = torch.tensor([0.0, 8.0, -1.0, 1e-9], dtype=torch.float64)
+    result = solve_increasing(lambda t: t**3, target, -math.inf, math.inf)
+    expected = torch.sign(target) * target.abs() ** (1 / 3)
+    assert result.converged
+    torch.testing.assert_close(result.root, expected, rtol=1e-14, atol=0.0)
+
+
 def test_default_tol_follows_dtype() -> None:
     assert default_tol(torch.float32) > default_tol(torch.float64)
 
