@@ -36,7 +36,7 @@ def _adjoint_system(n: int = 6, radius: float = 0.8, seed: int = 0):
     return operator, b, expected
 
 
-@pytest.mark.parametrize("name", ["fixed_point", "neumann", "normal_cg"])
+@pytest.mark.parametrize("name", ["fixed_point", "neumann", "normal_cg", "anderson"])
 def test_linear_solver_matches_direct_solve(name: str) -> None:
     operator, b, expected = _adjoint_system()
     solver = LINEAR_SOLVERS.get(name)

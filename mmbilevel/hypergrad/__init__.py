@@ -34,6 +34,7 @@ from mmbilevel.hypergrad.implicit import (
 from mmbilevel.hypergrad.linear_solvers import (
     LINEAR_SOLVERS,
     LinearSolveResult,
+    anderson_solve,
     conjugate_gradient,
     fixed_point_solve,
     neumann_series,
@@ -57,6 +58,7 @@ __all__ = [
     "SolveDiagnostics",
     "adjoint_solve",
     "anderson",
+    "anderson_solve",
     "attach_implicit_gradient",
     "conjugate_gradient",
     "default_tolerance",

@@ -211,7 +211,7 @@ def hypergrad(
               ``forward_options`` (for example Anderson's ``memory``): the implicit
               method's forward solve.
             - ``linear_solver`` (``"fixed_point"``, ``"neumann"``, ``"cg"``,
-              ``"normal_cg"`` or a callable), ``tol`` (relative residual),
+              ``"normal_cg"``, ``"anderson"`` or a callable), ``tol`` (relative residual),
               ``maxiter``: the implicit method's adjoint solve.
             - ``on_failure``: ``"raise"`` (default) or ``"warn"`` when a forward or
               adjoint solve stops above its tolerance. Default tolerances are

@@ -102,7 +102,7 @@ def _as_problems(z: torch.Tensor) -> torch.Tensor:
     return z.reshape(-1, z.shape[-1])
 
 
-def _residual(fz: torch.Tensor, z: torch.Tensor) -> float:
+def _residual(fz: torch.Tensor, z: torch.Tensor | float) -> float:
     difference = _as_problems(fz - z)
     return float(torch.linalg.vector_norm(difference, dim=-1).max())
 
@@ -150,6 +150,7 @@ def fixed_point_iteration(
     maxiter: int = 500,
     on_failure: str = "raise",
     project: Map | None = None,
+    residual_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> FixedPointResult:
     """Solve z = T(z) by the plain iteration z ← T(z).
 
@@ -163,10 +164,14 @@ def fixed_point_iteration(
             ``"ignore"``; the result reports the status in every case.
         project: optional map applied to every new iterate, for example a clamp
             into the domain of T.
+        residual_fn: optional (z, T(z)) ↦ elementwise residual shaped like z,
+            replacing T(z) − z; the reported residual is the largest Euclidean
+            norm of it over the problems. Use it when T(z) − z is not a faithful
+            optimality measure, for example in coordinates where the map saturates.
 
     Returns:
         FixedPointResult whose ``solution`` is the last iterate z at which the
-        residual ‖T(z) − z‖ was measured.
+        residual was measured.
     """
     _check_options(tol, maxiter, on_failure)
     trace: list[float] = []
@@ -175,7 +180,7 @@ def fixed_point_iteration(
         iterations = 0
         for iterations in range(1, maxiter + 1):
             fz = fn(z)
-            residual = _residual(fz, z)
+            residual = _residual(fz, z) if residual_fn is None else _residual(residual_fn(z, fz), 0.0)
             trace.append(residual)
             if residual <= tol or not math.isfinite(residual):
                 break
@@ -192,9 +197,11 @@ def anderson(
     maxiter: int = 500,
     on_failure: str = "raise",
     project: Map | None = None,
+    residual_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     memory: int = 5,
     mixing: float = 1.0,
     regularization: float = 1e-10,
+    restart_factor: float = 100.0,
 ) -> FixedPointResult:
     """Solve z = T(z) by Anderson acceleration (type II) on each problem.
 
@@ -206,7 +213,8 @@ def anderson(
 
     When the small bordered system is singular or its solution is not finite
     for a problem, that problem takes the plain step z ← T(z) instead, so the
-    linear algebra never raises.
+    linear algebra never raises. A problem whose residual jumps far above its
+    best value restarts (see ``restart_factor``).
 
     Args:
         fn: the map T, batched over leading dimensions.
@@ -218,10 +226,15 @@ def anderson(
         project: optional map applied to every extrapolated iterate; needed when
             T is defined on a set (for example the domain of an inverse activation)
             that the extrapolation could leave.
+        residual_fn: optional elementwise residual (z, T(z)) ↦ r, as in
+            :func:`fixed_point_iteration`.
         memory: number m of past iterates mixed.
         mixing: damping β ∈ (0, 1].
         regularization: Tikhonov weight λ added to the Gram matrix, relative to its
             largest diagonal entry.
+        restart_factor: a problem whose residual exceeds this factor times its
+            best residual so far restarts from the plain step of its best
+            iterate with a cleared history, which undoes a bad extrapolation.
 
     Returns:
         FixedPointResult whose ``solution`` is the iterate at which the last
@@ -232,6 +245,8 @@ def anderson(
         raise ValueError(f"memory must be at least 1, got {memory}")
     if not 0.0 < mixing <= 1.0:
         raise ValueError(f"mixing must lie in (0, 1], got {mixing}")
+    if not restart_factor > 1.0:
+        raise ValueError(f"restart_factor must be > 1, got {restart_factor}")
 
     trace: list[float] = []
     with torch.no_grad():
@@ -242,19 +257,41 @@ def anderson(
         past_x = torch.zeros(problems, memory, dim, dtype=x.dtype, device=x.device)
         past_f = torch.zeros_like(past_x)
 
+        best_residual = torch.full((problems,), math.inf, dtype=x.dtype, device=x.device)
+        best_x = x.clone()
+        best_f = x.clone()
+
         iterations = 0
         for iterations in range(1, maxiter + 1):
             fx = _as_problems(fn(x.reshape(shape)))
             slot = (iterations - 1) % memory
             past_x[:, slot] = x
             past_f[:, slot] = fx
-            residual = float(torch.linalg.vector_norm(fx - x, dim=-1).max())
+            if residual_fn is None:
+                difference = fx - x
+            else:
+                difference = _as_problems(residual_fn(x.reshape(shape), fx.reshape(shape)))
+            residuals = torch.linalg.vector_norm(difference, dim=-1)
+            residual = float(residuals.max())
             trace.append(residual)
             if residual <= tol or not math.isfinite(residual) or iterations == maxiter:
                 break
 
+            improved = residuals < best_residual
+            best_residual = torch.where(improved, residuals, best_residual)
+            best_x = torch.where(improved[:, None], x, best_x)
+            best_f = torch.where(improved[:, None], fx, best_f)
+
             used = min(iterations, memory)
             x = _anderson_mix(past_x[:, :used], past_f[:, :used], fx, mixing, regularization)
+
+            # Restart a problem whose residual grew far beyond its best: take the
+            # plain step from its best iterate and forget its history.
+            restart = residuals > restart_factor * best_residual
+            if bool(restart.any()):
+                x = torch.where(restart[:, None], best_f, x)
+                past_x[restart] = best_x[restart][:, None, :]
+                past_f[restart] = best_f[restart][:, None, :]
             if project is not None:
                 x = _as_problems(project(x.reshape(shape)))
     return _finish("Anderson acceleration", x.reshape(shape), iterations, trace, tol, on_failure)

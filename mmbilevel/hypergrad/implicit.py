@@ -89,7 +89,7 @@ def adjoint_solve(
         z: the point, a tensor with ``requires_grad=True``.
         b: right-hand side ∂E/∂z, shaped like ``z``.
         linear_solver: a name in ``LINEAR_SOLVERS`` (``"fixed_point"``,
-            ``"neumann"``, ``"cg"``, ``"normal_cg"``) or a callable with the
+            ``"neumann"``, ``"cg"``, ``"normal_cg"``, ``"anderson"``) or a callable with the
             signature ``(matvec, b, *, tol, maxiter, rmatvec)``.
         tol: relative residual ‖b − (I − Jᵀ) v‖ / ‖b‖ at which to stop.
         maxiter: iteration cap of the linear solver.

@@ -19,11 +19,13 @@ from dataclasses import dataclass
 
 import torch
 
+from mmbilevel.hypergrad.fixed_point import anderson
 from mmbilevel.registry import Registry
 
 __all__ = [
     "LinearSolveResult",
     "LINEAR_SOLVERS",
+    "anderson_solve",
     "conjugate_gradient",
     "fixed_point_solve",
     "neumann_series",
@@ -284,8 +286,55 @@ def normal_conjugate_gradient(
     return LinearSolveResult(v, iterations, residual, residual <= tol)
 
 
+def anderson_solve(
+    matvec: Matvec,
+    b: torch.Tensor,
+    *,
+    tol: float = 1e-8,
+    maxiter: int = 1000,
+    rmatvec: Matvec | None = None,
+    memory: int = 5,
+) -> LinearSolveResult:
+    """Solve A v = b by Anderson acceleration of the Richardson iteration v ← v + (b − A v).
+
+    Each problem of a batch (leading dimensions of b, last dimension the
+    unknowns) gets its own mixing weights, which helps when some problems
+    contract slowly. The iteration stops when every row's residual ‖b − A v‖
+    is below ``tol · ‖b‖``; the reported residual is the relative residual of
+    the whole system, recomputed with one more product with A.
+
+    Args:
+        matvec: v ↦ A v.
+        b: right-hand side, shaped ``(..., n)``.
+        tol: relative residual at which to stop.
+        maxiter: maximum number of products with A in the iteration.
+        rmatvec: unused; accepted so that all solvers share one signature.
+        memory: number of past iterates mixed.
+
+    Returns:
+        LinearSolveResult with the last iterate.
+    """
+    del rmatvec
+    _check_arguments(b, tol, maxiter)
+    b_norm = _norm(b)
+    if b_norm == 0.0:
+        return _zero_rhs_result(b)
+
+    run = anderson(
+        lambda v: v + (b - matvec(v)),
+        torch.zeros_like(b),
+        tol=tol * b_norm,
+        maxiter=maxiter,
+        on_failure="ignore",
+        memory=memory,
+    )
+    residual = _norm(b - matvec(run.solution)) / b_norm
+    return LinearSolveResult(run.solution, run.iterations + 1, residual, residual <= tol)
+
+
 LINEAR_SOLVERS: Registry[Callable[..., LinearSolveResult]] = Registry("linear solver")
 LINEAR_SOLVERS.register("fixed_point", fixed_point_solve)
 LINEAR_SOLVERS.register("neumann", neumann_series)
 LINEAR_SOLVERS.register("cg", conjugate_gradient)
 LINEAR_SOLVERS.register("normal_cg", normal_conjugate_gradient)
+LINEAR_SOLVERS.register("anderson", anderson_solve)
