@@ -28,6 +28,7 @@ from torch import nn
 from torch.nn import functional
 
 from mmbilevel.legendre import Legendre
+from mmbilevel.nn import functional as fused
 from mmbilevel.nn.preprocess import resolve_activation
 from mmbilevel.nn.skip import SKIP_MODES, SkipMap
 from mmbilevel.registry import Registry
@@ -114,8 +115,20 @@ class FeedForwardLayer(nn.Module):
         return functional.linear(z, self.weight, self.bias)
 
     def activation(self, pre_activation: torch.Tensor) -> torch.Tensor:
-        """Apply ρ = ∇φ* elementwise."""
-        return self.phi.grad_conjugate(pre_activation)
+        """Apply ρ = ∇φ* elementwise, without the NaN check of ``phi.grad_conjugate``."""
+        return fused.activation(self.phi, pre_activation)
+
+    def step(
+        self, z: torch.Tensor, inverse: torch.Tensor | None = None, *, check: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Return the output z⁺ and, when it comes for free, ρ⁻¹(z⁺); else None in its place.
+
+        A network passes the second value to the next layer as ``inverse``,
+        the known ρ⁻¹(z). Only Bregman layers use it. ``check=False``
+        skips the domain check of z, for inputs that an earlier layer
+        produced.
+        """
+        return self(z), None
 
     def extra_repr(self) -> str:
         return (
@@ -250,12 +263,20 @@ class BregmanLayer(_SkipLayer):
     ``init="deterministic"`` sets W = 0, b = 0.
 
     The input must lie in dom φ: by default a point outside the closed
-    domain raises ``ValueError`` (from ``phi.grad``), naming the function,
-    its domain and the value. A point on a finite end of the domain gives an
-    infinite ρ⁻¹ and so a saturated output with a NaN gradient. With
-    ``clamp=True`` inputs are first clamped a few ulps inside the domain
-    (``phi.clamp``), which avoids both. Use it for saturating activations in
-    float32, because their outputs can round onto the end of the domain.
+    domain raises ``ValueError`` (the error of ``phi.grad``), naming the
+    function, its domain and the value. A point on a finite end of the
+    domain, where ρ⁻¹ is infinite, is moved to the nearest representable
+    interior point, so outputs and gradients stay finite (float32 outputs
+    of saturating activations round onto the end). With ``clamp=True``
+    inputs are instead clamped a few ulps inside the domain
+    (``phi.clamp``) and never raise.
+
+    The update runs as one fused autograd node (see
+    :func:`mmbilevel.nn.functional.bregman_step`). Inside an
+    :class:`~mmbilevel.nn.FFNN`, a layer whose input comes from a Bregman
+    layer of the same width, with an activation for which ρ⁻¹(ρ(u)) = u,
+    takes that layer's pre-activation u as ρ⁻¹ of its input, which saves
+    the evaluation of ρ⁻¹. Only the network input is checked.
 
     Args:
         skip: ``"fixed"`` (default, area resampling, not learned) or
@@ -295,8 +316,30 @@ class BregmanLayer(_SkipLayer):
         self.clamp = clamp
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        inverse = self.phi.grad(self.skip_input(z), clamp=self.clamp)
-        return self.activation(inverse + self.affine(z))
+        return self.step(z)[0]
+
+    def step(
+        self, z: torch.Tensor, inverse: torch.Tensor | None = None, *, check: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Return z⁺ and, for activations with ρ⁻¹(ρ(u)) = u, the pre-activation u = ρ⁻¹(z⁺).
+
+        ``inverse``, when given, must be ρ⁻¹(z). It is used only when
+        in_features = out_features, in place of evaluating ρ⁻¹(z).
+        ``check=False`` skips the domain check of z.
+        """
+        if inverse is not None and self.skip is None:
+            pre_activation = inverse + self.affine(z)
+            output = self.activation(pre_activation)
+        else:
+            skipped = self.skip_input(z)
+            if self.clamp:
+                skipped = self.phi.clamp(skipped)
+            elif check:
+                fused.check_domain(self.phi, z)
+            output, pre_activation = fused.bregman_step(self.phi, skipped, self.affine(z))
+        if not fused.inverts_activation(self.phi):
+            return output, None
+        return output, pre_activation
 
     def extra_repr(self) -> str:
         return super().extra_repr() + (", clamp=True" if self.clamp else "")

@@ -125,10 +125,7 @@ class FFNN(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Return z⁽ᴸ⁾, the output of the last hidden layer."""
-        z = x
-        for layer in self.layers:
-            z = layer(z)
-        return z
+        return self.hidden_outputs(x)[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -136,8 +133,11 @@ class FFNN(nn.Module):
     def hidden_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Return [z⁽⁰⁾ = x, z⁽¹⁾, …, z⁽ᴸ⁾], every hidden layer's output, input first."""
         outputs = [x]
-        for layer in self.layers:
-            outputs.append(layer(outputs[-1]))
+        inverse = None
+        for index, layer in enumerate(self.layers):
+            # Only the input is checked: later inputs are outputs of a layer, in dom φ.
+            output, inverse = layer.step(outputs[-1], inverse, check=index == 0)
+            outputs.append(output)
         return outputs
 
     def extra_repr(self) -> str:
