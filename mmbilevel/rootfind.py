@@ -283,7 +283,9 @@ def _solve(
             a = torch.where(small_step & (f_probe < target), torch.maximum(a, probe), a)
             b = torch.where(small_step & (f_probe > target), torch.minimum(b, probe), b)
             small_step = small_step & crossed
-        narrow = (b - a) <= tol * scale
+        # Brackets inside the subnormal range count as converged: their width
+        # cannot shrink relative to the root any more.
+        narrow = (b - a) <= torch.clamp_min(tol * x_new.abs(), 4.0 * tiny)
         x = torch.where(done, x, x_new)
         done = done | small_step | narrow
 
