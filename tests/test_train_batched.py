@@ -106,3 +106,41 @@ def test_batched_rejects_loader():
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(inputs, labels), batch_size=5)
     with pytest.raises(TypeError, match="pair"):
         train_batched(make_mlp, loader, None, TrainConfig(epochs=0), device="cpu")
+
+
+@pytest.mark.parametrize("variant", ["standard", "euclidean", "bregman"])
+def test_batched_ffnn_matches_single(variant):
+    from mmbilevel.data import prepare
+    from mmbilevel.nn import FFNN
+
+    data = prepare("two-spiral", "arctan", dtype=torch.float64, limit=40)
+
+    def build() -> nn.Module:
+        return FFNN(2, [2, 2, 2], 2, "arctan", variant, dtype=torch.float64)
+
+    config = TrainConfig(epochs=3, lr=0.1, batch_size=10)
+    batched = train_batched(build, data, None, config, realizations=2, device="cpu")
+    single = train_model(build_seeded(build, 1), data, None, TrainConfig(epochs=3, lr=0.1, batch_size=10, seed=1))
+    expected = torch.tensor(single.history.column("train_loss"))
+    actual = torch.tensor(batched.histories[1].column("train_loss"))
+    torch.testing.assert_close(actual, expected, rtol=0, atol=TOLERANCE)
+
+
+class CheckedMLP(nn.Module):
+    """MLP that raises on NaN input through a Python `if`, which vmap cannot trace."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = make_mlp()
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        if torch.isnan(inputs).any():
+            raise ValueError("NaN input")
+        return self.inner(inputs)
+
+
+def test_batched_rejects_control_flow():
+    from mmbilevel.train.batched import BatchingUnsupportedError
+
+    with pytest.raises(BatchingUnsupportedError, match="train_model"):
+        train_batched(CheckedMLP, toy_data(), None, TrainConfig(epochs=1), realizations=2, device="cpu")

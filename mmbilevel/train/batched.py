@@ -2,15 +2,16 @@
 
 The R realizations of an experiment differ only in their seed, which fixes
 their initial weights and their mini-batch order. Their parameters are
-stacked along a new leading dimension with ``torch.func.stack_module_state``
-and one ``torch.vmap`` of ``torch.func.grad_and_value`` over
-``torch.func.functional_call`` computes all R losses and gradients in one
-call, which removes the per-model Python and kernel-launch overhead that
+stacked along a new leading dimension with ``torch.func.stack_module_state``,
+one ``torch.vmap`` of ``torch.func.functional_call`` computes all R losses
+in one call and one reverse pass through their sum gives all R gradients,
+which removes the per-model Python and kernel-launch overhead that
 dominates for networks of a few neurons.
 
-Why a realization follows the trajectory it would follow alone: the gradient
-that ``vmap`` returns for slice r of a stacked parameter is the gradient of
-realization r's own mini-batch loss with respect to its own parameters, and
+Why a realization follows the trajectory it would follow alone: the terms of
+Σ_r ℓ_r(θ_r) share no parameters, so the gradient of that sum with respect
+to slice r of a stacked parameter is the gradient of realization r's own
+mini-batch loss with respect to its own parameters, and
 SGD (with or without momentum or weight decay) and Adam update every entry
 from that entry's gradient and state only, with a step counter that all
 realizations share. Applying the torch optimizer to the stacked tensors is
@@ -31,7 +32,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad_and_value, stack_module_state, vmap
+from torch.func import functional_call, stack_module_state, vmap
 from tqdm.auto import tqdm
 
 from mmbilevel.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -126,10 +127,22 @@ class _StackedModel:
             correct = (logits.argmax(dim=-1) == labels).to(logits.dtype).mean()
             return loss_fn(logits, labels), correct
 
-        self.grad_and_loss = vmap(grad_and_value(loss_of))
+        self.losses = vmap(loss_of)
         # One evaluation set is shared by all realizations (labels and inputs
         # are not batched).
         self.metrics = vmap(metrics_of, in_dims=(0, 0, None, None))
+
+    def gradients(
+        self, params: dict, buffers: dict, inputs: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        """Return the gradient of each realization's loss, stacked like ``params``.
+
+        The losses are summed before one reverse pass: slice r of the
+        gradient of Σ_r ℓ_r(θ_r) is ∇ℓ_r(θ_r), since the terms share no
+        parameters. This is about twice as fast as ``vmap(grad(...))``.
+        """
+        losses = self.losses(params, buffers, inputs, labels)
+        return torch.autograd.grad(losses.sum(), list(params.values()))
 
     @torch.no_grad()
     def evaluate(
@@ -163,7 +176,7 @@ def _check_batchable(
     """Run one vmapped gradient on the first sample and turn a vmap failure into a clear error."""
     index = torch.zeros(realizations, 1, dtype=torch.long, device=inputs.device)
     try:
-        stacked.grad_and_loss(params, buffers, inputs[index], labels[index])
+        stacked.gradients(params, buffers, inputs[index], labels[index])
     except RuntimeError as error:
         if "vmap" not in str(error):
             raise
@@ -348,9 +361,9 @@ def train_batched(
         tic = time.perf_counter()
         orders = torch.stack([torch.randperm(n, generator=generator) for generator in generators]).to(device)
         for index in torch.split(orders, config.batch_size, dim=1):
-            grads, _ = stacked.grad_and_loss(params, buffers, inputs[index], labels[index])
-            for name, tensor in params.items():
-                tensor.grad = grads[name]
+            grads = stacked.gradients(params, buffers, inputs[index], labels[index])
+            for tensor, grad in zip(params.values(), grads):
+                tensor.grad = grad
             optimizer.step()
         record_epoch(epoch, tic)
         epochs_bar.set_postfix(loss=f"{sum(h.last.train_loss for h in histories) / len(seeds):.4g}")

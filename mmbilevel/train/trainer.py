@@ -47,6 +47,9 @@ TrainData = Union[tuple[torch.Tensor, torch.Tensor], torch.utils.data.TensorData
 
 CHECKPOINT_FORMAT = "mmbilevel-checkpoint-1"
 
+# Epochs with at least this many mini-batches get their own progress bar.
+LONG_EPOCH_BATCHES = 100
+
 
 @dataclass
 class TrainResult:
@@ -208,6 +211,17 @@ def _log_epoch(record: EpochRecord, epochs: int, label: str) -> None:
     )
 
 
+def _batch_bar(batches: Iterable, show: bool, epoch: int) -> Iterable:
+    """Wrap an epoch's batches in a transient tqdm bar when the epoch is long."""
+    try:
+        count = len(batches)  # type: ignore[arg-type]
+    except TypeError:
+        count = None
+    if not show or count is None or count < LONG_EPOCH_BATCHES:
+        return batches
+    return tqdm(batches, desc=f"epoch {epoch}", unit="batch", leave=False)
+
+
 def train_model(
     model: nn.Module,
     train: TrainData,
@@ -341,11 +355,12 @@ def train_model(
     for epoch in epochs_bar:
         tic = time.perf_counter()
         if pair is not None:
-            for index in epoch_batches(train[0].shape[0], config.batch_size, generator):
+            batches = epoch_batches(train[0].shape[0], config.batch_size, generator)
+            for index in _batch_bar(batches, show, epoch):
                 index = index.to(device)
                 step(train[0][index], train[1][index])
         else:
-            for inputs, labels in train:
+            for inputs, labels in _batch_bar(train, show, epoch):
                 step(inputs.to(device), labels.to(device).long())
         record = record_epoch(epoch, tic)
         epochs_bar.set_postfix(loss=f"{record.train_loss:.4g}", acc=f"{record.train_accuracy:.3f}")
