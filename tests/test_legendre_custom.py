@@ -31,6 +31,19 @@ class Entropy(Legendre):
         return torch.log(x)
 
 
+class FermiDirac(Legendre):
+    """t·log t + (1 − t)·log(1 − t) on [0, 1] without a conjugate: the fallback must give the sigmoid."""
+
+    name = "fermi_dirac"
+    domain = (0.0, 1.0)
+
+    def value(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.xlogy(x, x) + torch.special.xlog1py(1.0 - x, -x)
+
+    def grad(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.log(x) - torch.log1p(-x)
+
+
 class BoxQuadratic(Legendre):
     """x²/2 on [−1, 1]: ∇φ is bounded, so the projection is the clip to [−1, 1]."""
 
@@ -157,6 +170,27 @@ def test_fallback_round_trip(dtype: torch.dtype) -> None:
         back = phi.grad_conjugate(phi.grad(x))
         # x³ + x is rounded to eps relative, which the cube root divides by 3; the root adds 4·eps.
         assert bool(((back - x).abs() <= 8 * torch.finfo(dtype).eps * (x.abs() + 1e-30)).all()), (x, back)
+
+    check()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fallback_sigmoid_whole_line(dtype: torch.dtype) -> None:
+    phi = FermiDirac()
+    width = 32 if dtype == torch.float32 else 64
+    # Beyond these bounds the sigmoid leaves the normal range of the dtype.
+    bound = 80.0 if dtype == torch.float32 else 700.0
+
+    @settings(max_examples=30, deadline=None)
+    @given(st.lists(st.floats(-bound, bound, width=width), min_size=1, max_size=8))
+    def check(values: list[float]) -> None:
+        y = torch.tensor(values, dtype=dtype)
+        x = phi.grad_conjugate(y)
+        expected = torch.sigmoid(y)
+        # logit(x) is rounded to eps·|y|, which moves x by that much relative; the solver adds 4·eps.
+        tolerance = 8 * torch.finfo(dtype).eps * (1 + y.abs()) * expected
+        assert phi.last_solve.converged
+        assert bool(((x - expected).abs() <= tolerance).all()), (y, x, expected)
 
     check()
 
