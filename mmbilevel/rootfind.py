@@ -182,8 +182,8 @@ def _split_point(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
     On a one-signed bracket whose ends differ by more than a factor 4, the
     point is the geometric mean of the ends, with the end nearer 0 raised to
-    at least eps times the other one; so a bracket [0, b] is split at
-    √eps·b and tiny or huge roots are reached in a few dozen steps.
+    at least eps times the other one. A bracket [0, b] is thus split at
+    √eps·b, and tiny or huge roots are reached in a few dozen steps.
     """
     finfo = torch.finfo(a.dtype)
     mid = a + 0.5 * (b - a)
