@@ -331,3 +331,12 @@ def test_write_results_files(tmp_path):
     assert document["realizations"][0]["history"]["epoch"] == [0, 1, 2]
     assert document["torch_version"] == torch.__version__
     assert len(paths["csv"].read_text().splitlines()) == 4
+
+
+def test_history_from_results_json(tmp_path):
+    history = make_history([1.0, 0.5])
+    document = json.loads(json.dumps({"history": history.to_dict()}))
+    document["history"]["test_loss"] = [None, None]
+    rebuilt = History.from_dict(document["history"])
+    assert math.isnan(rebuilt.last.test_loss)
+    assert rebuilt.column("train_loss") == [1.0, 0.5]

@@ -46,11 +46,12 @@ class DatasetDefaults:
 # Two-spiral: the setting of Figure 5 of "Bilevel Learning of Deep
 # Representations" (3 arctan layers of 2 neurons, batch 10, learning rate
 # 0.1, 1000 epochs). Images: one hidden layer of d = 784 neurons for the
-# 28 × 28 sets and a small CNN for CIFAR-10, as in Table 2 of that paper, with
-# sigmoid activations, whose dom φ = [0, 1] matches pixels in ]0, 1[. The
-# paper's main text gives no optimizer or epochs for images. Adam at 1e-3 with
-# batch 128 is a common choice, and one epoch of the 784-unit Bregman FFNN on
-# Fashion-MNIST took about 20 s on 2 CPU cores (measured on 5000 images).
+# 28 × 28 sets and a small CNN for CIFAR-10, as in Table 2 of that paper,
+# with sigmoid activations, whose dom φ = [0, 1] matches pixels in ]0, 1[.
+# The main text of that paper gives no optimizer or epochs for images. Adam
+# at 1e-3 with batch 128 is a common choice. An epoch of the 784-unit Bregman
+# FFNN on all of Fashion-MNIST takes about 20 s on 2 CPU cores, an estimate
+# scaled from 3 epochs on 5000 images.
 DATASET_DEFAULTS: dict[str, DatasetDefaults] = {
     "two-spiral": DatasetDefaults("ffnn", (2, 2, 2), "arctan", 1000, 0.1, 10, "sgd", "cross-entropy"),
     "mnist": DatasetDefaults("ffnn", (784,), "sigmoid", 10, 1e-3, 128, "adam", "cross-entropy"),

@@ -2,11 +2,11 @@
 
 The R realizations of an experiment differ only in their seed, which fixes
 their initial weights and their mini-batch order. Their parameters are
-stacked along a new leading dimension with ``torch.func.stack_module_state``,
-one ``torch.vmap`` of ``torch.func.functional_call`` computes all R losses
-in one call and one reverse pass through their sum gives all R gradients,
-which removes the per-model Python and kernel-launch overhead that
-dominates for networks of a few neurons.
+stacked along a new leading dimension with ``torch.func.stack_module_state``.
+One ``torch.vmap`` of ``torch.func.functional_call`` computes all R losses in
+one call, and one reverse pass through their sum gives all R gradients. This
+removes the per-model Python and kernel-launch overhead that dominates for
+networks of a few neurons.
 
 Why a realization follows the trajectory it would follow alone: the terms of
 Σ_r ℓ_r(θ_r) share no parameters, so the gradient of that sum with respect
@@ -278,7 +278,7 @@ def train_batched(
         _check_resume_config(state["config"], config, Path(checkpoint_path))
         if state.get("seeds") != seeds:
             raise ValueError(
-                f"checkpoint {checkpoint_path} holds seeds {state.get('seeds')}, not {seeds}; "
+                f"checkpoint {checkpoint_path} contains seeds {state.get('seeds')}, not {seeds}; "
                 f"rerun with the saved seeds or without resume"
             )
         if state["epoch"] > config.epochs:

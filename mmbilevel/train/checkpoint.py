@@ -115,7 +115,7 @@ def load_checkpoint(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}; train without resume to create one")
-    # The checkpoint holds plain containers, tensors and RNG state tensors
+    # The checkpoint contains plain containers, tensors and RNG state tensors
     # only, so the safe weights-only unpickler can read it.
     state = torch.load(path, map_location=map_location, weights_only=True)
     if not isinstance(state, dict) or "epoch" not in state:

@@ -6,7 +6,7 @@ import csv
 import io
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 __all__ = ["EpochRecord", "History", "history_csv"]
@@ -18,7 +18,7 @@ class EpochRecord:
 
     Epoch 0 is the model before training. Losses and accuracies are
     evaluated on the whole split with the parameters at the end of the
-    epoch; the test entries are NaN when no test split was given.
+    epoch. The test entries are NaN when no test split was given.
     ``seconds`` is the wall time of the epoch, evaluation included.
     """
 
@@ -67,17 +67,19 @@ class History:
 
     @classmethod
     def from_dict(cls, columns: dict[str, Sequence[Any]]) -> History:
-        """Rebuild a history from :meth:`to_dict` output."""
+        """Rebuild a history from :meth:`to_dict` output.
+
+        A ``None`` metric, which is how ``results.json`` stores NaN, becomes NaN.
+        """
         lengths = {len(columns[name]) for name in METRICS}
         if len(lengths) != 1:
             raise ValueError(f"history columns have different lengths: {sorted(lengths)}")
-        records = [
-            EpochRecord(**{name: columns[name][i] for name in METRICS})
-            for i in range(lengths.pop())
-        ]
         history = cls()
-        for record in records:
-            history.append(EpochRecord(**{**asdict(record), "epoch": int(record.epoch)}))
+        for index in range(lengths.pop()):
+            values = {name: columns[name][index] for name in METRICS}
+            values = {name: math.nan if value is None else value for name, value in values.items()}
+            values["epoch"] = int(values["epoch"])
+            history.append(EpochRecord(**values))
         return history
 
     def __len__(self) -> int:

@@ -40,8 +40,8 @@ def summarize(results: Sequence[TrainResult]) -> dict[str, dict[str, float]]:
     """Return the mean and standard deviation of the final metrics over realizations.
 
     The standard deviation is the sample one (n − 1 in the denominator) and
-    0.0 for a single realization; a metric that is NaN in any realization
-    (a diverged run, or no test split) has a NaN mean.
+    0.0 for a single realization. A metric that is NaN in any realization
+    (a diverged run, or no test split) has a NaN mean and deviation.
     """
     if not results:
         raise ValueError("no results to summarize; train at least one realization")
@@ -66,11 +66,17 @@ def results_document(
 ) -> dict[str, Any]:
     """Build the content of ``results.json``.
 
-    Keys: ``run`` (data set, model and other settings of the caller),
-    ``config`` (the training settings), ``final`` (mean metrics over the
-    realizations, the ``std`` next to it), ``realizations`` (each seed with
-    its final metrics and full history), ``wall_seconds``, ``device`` and
-    the library versions. NaN and infinite values are written as null.
+    Keys:
+
+    - ``run``: data set, model and other settings of the caller;
+    - ``config``: the training settings;
+    - ``final`` and ``final_std``: mean and standard deviation of the final
+      metrics over the realizations;
+    - ``realizations``: each seed with its final metrics and full history;
+    - ``wall_seconds``, ``device``, ``torch_version``, ``mmbilevel_version``
+      and ``python_version``.
+
+    NaN and infinite values are written as null.
     """
     summary = summarize(results)
     document = {

@@ -81,7 +81,7 @@ class TrainResult:
 
 
 def as_tensor_pair(data: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Return ``(inputs, labels)`` when ``data`` holds two tensors, else None."""
+    """Return ``(inputs, labels)`` when ``data`` contains two tensors, else None."""
     if isinstance(data, torch.utils.data.TensorDataset):
         data = data.tensors
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(
@@ -105,7 +105,7 @@ def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[t
     """Draw one epoch's mini-batches: a random permutation of range(n) cut in slices.
 
     The permutation comes from ``generator`` only, so the order depends on its
-    seed and on nothing else; the last slice is shorter when ``batch_size``
+    seed and on nothing else. The last slice is shorter when ``batch_size``
     does not divide ``n``.
     """
     order = torch.randperm(n, generator=generator)
@@ -236,10 +236,10 @@ def train_model(
     """Train ``model`` by mini-batch SGD or Adam and record its history.
 
     Each epoch draws a permutation of the training set from a
-    ``torch.Generator`` seeded with ``config.seed`` (the global RNG is never
-    used for the order), takes one optimizer step per mini-batch on the mean
-    loss of its logits, then evaluates loss and accuracy on the whole
-    training and test splits. Epoch 0 of the history is the model before
+    ``torch.Generator`` seeded with ``config.seed``, never from the global
+    RNG. It takes one optimizer step per mini-batch on the mean loss of its
+    logits, then evaluates loss and accuracy on the whole training and test
+    splits. Epoch 0 of the history is the model before
     training.
 
     Args:
