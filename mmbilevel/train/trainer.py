@@ -239,8 +239,7 @@ def train_model(
     ``torch.Generator`` seeded with ``config.seed``, never from the global
     RNG. It takes one optimizer step per mini-batch on the mean loss of its
     logits, then evaluates loss and accuracy on the whole training and test
-    splits. Epoch 0 of the history is the model before
-    training.
+    splits. Epoch 0 of the history is the model before training.
 
     Args:
         model: module mapping a batch of inputs to logits of shape
@@ -256,7 +255,7 @@ def train_model(
         resume: continue from ``checkpoint_path`` when that file exists. The
             resumed run restores model, optimizer, history, the order
             generator and the global RNG, so it reaches the same parameters
-            and history as an uninterrupted run; a checkpoint written with
+            and history as an uninterrupted run. A checkpoint written with
             different settings (other than ``epochs``) raises ValueError.
         progress: draw a tqdm bar; None draws one when stderr is a TTY.
 
