@@ -80,24 +80,28 @@ def interior_bounds(phi: Legendre, dtype: torch.dtype) -> tuple[float | None, fl
     An infinite end gives None. The points are exact in ``dtype``, so
     ``torch.clamp`` with them moves only inputs on an end or beyond it.
     For arctan in float32 the upper point is 1.5707962513, one ulp below
-    float32(π/2) = 1.5707963705, which lies above π/2.
+    float32(π/2) = 1.5707963705, which lies above π/2. Next to an end at 0
+    the point is the smallest normal number of ``dtype``, not a subnormal
+    one, so that φ'' there, of order 1/s for the sigmoid and SoftPlus,
+    stays finite.
     """
     lower, upper = (float(end) for end in phi.domain)
     key = (lower, upper, dtype)
     if key not in _BOUNDS_CACHE:
-        inner_lower = inner_upper = None
-        if math.isfinite(lower):
-            value = torch.tensor(lower, dtype=dtype)
-            if float(value) <= lower:
-                value = torch.nextafter(value, torch.tensor(math.inf, dtype=dtype))
-            inner_lower = float(value)
-        if math.isfinite(upper):
-            value = torch.tensor(upper, dtype=dtype)
-            if float(value) >= upper:
-                value = torch.nextafter(value, torch.tensor(-math.inf, dtype=dtype))
-            inner_upper = float(value)
-        _BOUNDS_CACHE[key] = (inner_lower, inner_upper)
+        _BOUNDS_CACHE[key] = (_inner_point(lower, math.inf, dtype), _inner_point(upper, -math.inf, dtype))
     return _BOUNDS_CACHE[key]
+
+
+def _inner_point(end: float, inward: float, dtype: torch.dtype) -> float | None:
+    if not math.isfinite(end):
+        return None
+    if end == 0.0:
+        return math.copysign(torch.finfo(dtype).tiny, inward)
+    value = torch.tensor(end, dtype=dtype)
+    outside = float(value) <= end if inward > 0 else float(value) >= end
+    if outside:
+        value = torch.nextafter(value, torch.tensor(inward, dtype=dtype))
+    return float(value)
 
 
 def _move_inside(phi: Legendre, x: Tensor) -> Tensor:
@@ -188,7 +192,9 @@ def inverts_activation(phi: Legendre) -> bool:
 # ---------------------------------------------------------- derivatives
 #
 # Each entry gives the activation slope ρ'(u) from u and y = ρ(u), and the
-# inverse slope (ρ⁻¹)'(s) = φ''(s) from s and t = ρ⁻¹(s). Since ρ = (∇φ)⁻¹,
+# inverse slope (ρ⁻¹)'(s) = φ''(s) from s and t = ρ⁻¹(s), where s lies
+# strictly inside the domain (the fused step moves it there first, so that
+# the slope is finite even where φ'' is infinite at an end). Since ρ = (∇φ)⁻¹,
 # ρ'(u) = 1/φ''(ρ(u)); each form below is that quotient simplified, for
 # example 1/φ''(arctan u) = 1/(1 + u²) for arctan. Written through u, y and t,
 # the slopes stay finite where φ'' is infinite at a saturated output.
@@ -251,8 +257,7 @@ def _sin_slope(phi: Legendre, u: Tensor, y: Tensor) -> Tensor:
 
 
 def _sin_inverse_slope(phi: Legendre, s: Tensor, t: Tensor) -> Tensor:
-    # 1/√(1 − s²) = 1/cos t with t = arcsin s; infinite at s = ±1, where arcsin has a vertical tangent.
-    return 1.0 / torch.cos(t)
+    return 1.0 / torch.sqrt((1.0 - s) * (1.0 + s))
 
 
 def _arcsinh_slope(phi: Legendre, u: Tensor, y: Tensor) -> Tensor:
@@ -312,7 +317,7 @@ def _generic_slope(phi: Legendre, u: Tensor, y: Tensor) -> Tensor:
 
 
 def _generic_inverse_slope(phi: Legendre, s: Tensor, t: Tensor) -> Tensor:
-    return _unchecked(phi, "hessian")(phi, _move_inside(phi, s))
+    return _unchecked(phi, "hessian")(phi, s)
 
 
 def _slopes(phi: Legendre) -> tuple[Slope, Slope]:
@@ -331,27 +336,19 @@ class _BregmanStep(torch.autograd.Function):
     derivatives are exact too.
     """
 
-    generate_vmap_rule = True
-
     @staticmethod
-    def forward(s: Tensor, a: Tensor, phi: Legendre) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(ctx: Any, s: Tensor, a: Tensor, phi: Legendre) -> tuple[Tensor, Tensor]:
         t = inverse_activation(phi, s)
         u = t + a
         y = activation(phi, u)
-        return y, u, t
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
-        s, a, phi = inputs
-        y, u, t = output
         ctx.phi = phi
         # Unused outputs then get None as gradient instead of a tensor of zeros.
         ctx.set_materialize_grads(False)
-        ctx.mark_non_differentiable(t)
         ctx.save_for_backward(s, a, y, u, t)
+        return y, u
 
     @staticmethod
-    def backward(ctx: Any, grad_y: Tensor | None, grad_u: Tensor | None, grad_t: Tensor | None):
+    def backward(ctx: Any, grad_y: Tensor | None, grad_u: Tensor | None):
         s, a, y, u, t = ctx.saved_tensors
         phi = ctx.phi
         if torch.is_grad_enabled():
@@ -368,9 +365,19 @@ class _BregmanStep(torch.autograd.Function):
         if total is None:
             return None, None, None
 
-        grad_s = total * inverse_slope(phi, s, t) if ctx.needs_input_grad[0] else None
+        grad_s = None
+        if ctx.needs_input_grad[0]:
+            grad_s = total * inverse_slope(phi, _move_inside(phi, s), t)
         grad_a = total if ctx.needs_input_grad[1] else None
         return grad_s, grad_a, None
+
+
+def _fuses(s: Tensor) -> bool:
+    # The fused node saves work only when s needs a gradient. For an input
+    # without one, autograd records just the add and ρ, which is cheaper.
+    # NOTE: torch.func transforms (vmap, grad) need a custom Function with
+    # setup_context, which costs more per call; they take the composed path.
+    return s.requires_grad and torch.is_grad_enabled() and not torch._C._are_functorch_transforms_active()
 
 
 def bregman_step(phi: Legendre, s: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:
@@ -382,13 +389,17 @@ def bregman_step(phi: Legendre, s: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:
     same width may use u as ρ⁻¹(y) when :func:`inverts_activation` holds.
 
     ``s`` is not checked: points on a finite end of dom φ are moved to the
-    nearest interior point, as in :func:`inverse_activation`, and the
-    gradient with respect to s at those points is taken as the one at that
-    interior point, so saturated inputs give finite gradients. The shapes
-    of ``s`` and ``a`` must be equal.
+    nearest interior point, as in :func:`inverse_activation`. When ``s``
+    requires a gradient, the fused node's backward pass evaluates
+    (ρ⁻¹)'(s) at that interior point, so saturated inputs get finite
+    gradients. Otherwise, and inside ``torch.func`` transforms, the update
+    is recorded as separate autograd operations, with the same values.
+    The shapes of ``s`` and ``a`` must be equal.
     """
-    y, u, _ = _BregmanStep.apply(s, a, phi)
-    return y, u
+    if _fuses(s):
+        return _BregmanStep.apply(s, a, phi)
+    pre_activation = inverse_activation(phi, s) + a
+    return activation(phi, pre_activation), pre_activation
 
 
 def bregman_update(phi: Legendre, s: Tensor, a: Tensor) -> Tensor:

@@ -1,0 +1,1 @@
+"""Benchmarks of mmbilevel's networks against plain PyTorch and bregmanet; run ``python -m bench.run``."""
