@@ -14,8 +14,8 @@ script computes
 and plots their relative error against a reference solved to 1e-13, in the
 manner of Grazzi et al. (2020), "On the iteration complexity of hypergradient
 computation". Both fixed-point variants converge at the linear rate of the MM
-map; conjugate gradient converges faster in the adjoint solve but is limited
-by the L forward iterations.
+map. Conjugate gradient converges faster in the adjoint solve, but the L
+forward iterations limit its accuracy.
 
 Run: ``python examples/hypergrad_convergence.py`` (writes
 ``docs/img/hypergrad_error_vs_depth.png``).

@@ -115,7 +115,7 @@ def test_injection_limit_is_affine_in_input() -> None:
 
 def test_injection_limit_matches_box_qp() -> None:
     # For W ≺ 0 the limit is argmin over the box of −½zᵀWz − (Ux + b)ᵀz, computed here by
-    # scipy; large inputs push some coordinates onto the box, which the layer approaches slowly.
+    # scipy. Large inputs push some coordinates onto the box, which the layer approaches slowly.
     weight = torch.tensor([[-0.8, 0.2], [0.2, -0.6]], dtype=F64)
     injection_weight = torch.tensor([[3.0, -1.0], [2.0, 4.0]], dtype=F64)
     bias = torch.tensor([0.1, -0.05], dtype=F64)
@@ -150,7 +150,8 @@ def test_anderson_saturation_reported_not_accepted() -> None:
         drift = z @ (0.95 * weight).T + x @ injection_weight.T + bias
     # A point counts as converged only if every coordinate at an end is pushed against it.
     wrong_end = (torch.sign(drift) != torch.sign(z)) & (z.abs() > HALF_PI - 1e-3)
-    assert not (layer.last_result.converged and bool(wrong_end.any()))
+    accepted_wrong_end = layer.last_result.converged and bool(wrong_end.any())
+    assert not accepted_wrong_end
 
 
 def test_implicit_gradient_matches_finite_differences() -> None:

@@ -128,7 +128,7 @@ def test_gradient_with_respect_to_start() -> None:
 def test_outer_steps_release_graphs(method: str, options: dict) -> None:
     # With the cyclic garbage collector off, a reference cycle through a graph
     # (for example ctx → output → grad_fn → ctx) would keep every step's
-    # solution alive; plain reference counting must free them all.
+    # solution alive. Plain reference counting must free them all.
     target = torch.tensor([0.5, 2.0], dtype=F64)
     theta = torch.nn.Parameter(torch.tensor(0.3, dtype=F64))
     optimizer = torch.optim.Adam([theta], lr=1e-2)
@@ -149,3 +149,12 @@ def test_outer_steps_release_graphs(method: str, options: dict) -> None:
     finally:
         gc.enable()
     assert alive == 0
+
+
+def test_zero_depth_rejected() -> None:
+    # Zero iterations would give z = x and a silently zero hypergradient.
+    target = torch.tensor([2.0], dtype=F64)
+    theta = torch.tensor(0.3, dtype=F64, requires_grad=True)
+    solver = _ridge_solver(theta, target, 0)
+    with pytest.raises(ValueError, match="depth"):
+        hypergrad(solver, torch.zeros(1, dtype=F64), _upper_loss, [theta], "unrolled")

@@ -6,8 +6,8 @@ any method of :func:`mmbilevel.hypergrad.hypergrad`, so an ordinary training
 loop (``loss = E(z); loss.backward(); optimizer.step()``) works unchanged.
 
 The forward pass always runs without autograd. The backward pass of the
-unrolled and truncated methods re-runs the iterations with autograd (one extra
-forward pass, like checkpointing the whole chain); the implicit method solves
+unrolled and truncated methods re-runs the iterations with autograd, one extra
+forward pass like checkpointing the whole chain. The implicit method solves
 the adjoint system at the stored fixed point. Nothing from the forward pass
 other than x, z and the parameters is kept, so memory between forward and
 backward does not grow with the number of iterations. Second-order gradients

@@ -165,8 +165,8 @@ def fixed_point_iteration(
         project: optional map applied to every new iterate, for example a clamp
             into the domain of T.
         residual_fn: optional (z, T(z)) ↦ elementwise residual shaped like z,
-            replacing T(z) − z; the reported residual is the largest Euclidean
-            norm of it over the problems. Use it when T(z) − z is not a faithful
+            replacing T(z) − z. The reported residual is its largest Euclidean
+            norm over the problems. Use it when T(z) − z is not a faithful
             optimality measure, for example in coordinates where the map saturates.
 
     Returns:

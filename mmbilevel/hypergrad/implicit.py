@@ -7,7 +7,7 @@ theorem gives dz*/dθ = (I − ∂T/∂z)⁻¹ ∂T/∂θ, so for an upper loss 
 
 This module solves the adjoint system for v with vector-Jacobian products
 (``torch.autograd.grad``) and a pluggable linear solver, and never forms a
-Jacobian. It knows only the map T, given as a callable ``z ↦ T(z)`` that closes
+Jacobian. It uses only the map T, given as a callable ``z ↦ T(z)`` that closes
 over its parameters, so it serves the MM solver and equilibrium layers alike.
 """
 

@@ -128,7 +128,7 @@ def neumann_series(
     """Solve A v = b with the truncated Neumann series v = Σₖ (I − A)ᵏ b.
 
     For A = I − Jᵀ the terms are (Jᵀ)ᵏ b. The sum stops when the relative norm
-    of the newest term is below ``tol``; the reported residual is then computed
+    of the newest term is below ``tol``. The reported residual is then computed
     with one more product with A. The series converges when the spectral radius
     of I − A is below one.
 
@@ -300,7 +300,7 @@ def anderson_solve(
     Each problem of a batch (leading dimensions of b, last dimension the
     unknowns) gets its own mixing weights, which helps when some problems
     contract slowly. The iteration stops when every row's residual ‖b − A v‖
-    is below ``tol · ‖b‖``; the reported residual is the relative residual of
+    is below ``tol · ‖b‖``. The reported residual is the relative residual of
     the whole system, recomputed with one more product with A.
 
     Args:

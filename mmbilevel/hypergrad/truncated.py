@@ -4,7 +4,7 @@ The first L − K iterations run without autograd and their output is treated as
 a constant, so the gradient is that of z⁽ᴸ⁾ = T_{L−1} ∘ … ∘ T_{L−K}(z⁽ᴸ⁻ᴷ⁾)
 with z⁽ᴸ⁻ᴷ⁾ frozen. The dropped terms of the chain rule carry products of more
 than K Jacobians ∂T/∂z, so for a contraction with constant q the error of this
-gradient is O(qᴷ); memory is proportional to K instead of L.
+gradient is O(qᴷ). Memory is proportional to K instead of L.
 """
 
 from __future__ import annotations

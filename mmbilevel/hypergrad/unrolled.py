@@ -2,10 +2,10 @@
 
 The iterates z⁽ˡ⁺¹⁾ = T_l(z⁽ˡ⁾) are recorded by autograd, so backpropagation
 costs memory proportional to L. With checkpointing, only the iterate at the
-start of each segment is kept and a segment's iterations are recomputed
-during the backward pass (``torch.utils.checkpoint``), trading one extra
-forward pass for memory proportional to the number of segments plus the
-length of one segment.
+start of each segment is kept, and a segment's iterations are recomputed
+during the backward pass (``torch.utils.checkpoint``). This costs one extra
+forward pass, and memory becomes proportional to the number of segments plus
+the length of one segment.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ When f + g is strongly convex (W ≺ 0), crit(f + g) is a single point and every
 input gets the same representation. In general f is a quadratic on the box
 dom φ, which has at most 3ᵈ critical points (each coordinate at its lower
 end, its upper end or free, and at most one point per pattern when the free
-block of W is nonsingular), so the representation takes at most 3ᵈ values.
+block of W is nonsingular). So the representation takes at most 3ᵈ values.
 With input injection, interior fixed points solve Wz + Ux + b = 0, and for
 W ≺ 0 the limit is the box-constrained quadratic program's solution
 z*(x) = argmin_{z ∈ dom φ} −½zᵀWz − (Ux + b)ᵀz, a continuous piecewise-affine
@@ -107,8 +107,8 @@ class BregmanEquilibrium(nn.Module):
         solver: forward solver, ``"iteration"`` (default) or ``"anderson"``.
             Both run in dual coordinates u = ρ⁻¹(z) (see ``_solve_dual``).
             NOTE: Anderson extrapolation can jump deep into a saturated region
-            of ρ, at the wrong end of dom φ, from where the iteration barely
-            moves; the residual then stays large and the solve is reported as
+            of ρ at the wrong end of dom φ, from where the iteration barely
+            moves. The residual then stays large and the solve is reported as
             failed, so prefer ``"iteration"`` when limits lie on the boundary.
         tol: absolute forward residual maxᵢ ‖T(z)ᵢ − zᵢ‖₂ at which to stop.
         maxiter: forward iteration cap.
@@ -356,8 +356,9 @@ class BregmanEquilibrium(nn.Module):
         T is recorded at the detached limit and the backward pass solves the
         adjoint system (I − ∂T/∂z)ᵀ v = ∂E/∂z there, so memory does not depend
         on the number of iterations. A coordinate at the boundary of dom φ is
-        recognised by a nonzero gradient of f there (the optimality condition
-        Wz + Ux + b = 0 holds at interior limits only) and is held constant.
+        recognised by a nonzero gradient of f there, because the optimality
+        condition Wz + Ux + b = 0 is met only at interior limits, and it is held
+        constant.
 
         Raises:
             EquilibriumError: the forward solve failed and ``on_failure="raise"``.
