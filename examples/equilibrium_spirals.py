@@ -8,7 +8,9 @@ Models (arctan activation, linear head, cross-entropy):
 - ``equilibrium-w2``: the limit of the shared-weight Bregman map, input used
   only as the starting point (no injection), width 2;
 - ``equilibrium-inject-w2`` / ``-w16``: the limit with input injection Ux,
-  width 2 or 16, symmetric weights (‖W‖₂ ≤ 0.95, the MM setting).
+  width 2 or 16, symmetric weights (‖W‖₂ ≤ 0.95, the MM setting);
+- ``equilibrium-free-inject-w16``: the same with an unconstrained W, an
+  ordinary equilibrium layer without the MM convergence guarantee.
 
 Each model is trained full batch with Adam on the 200 training points
 (two_spirals()) and evaluated on 200 held-out points sampled midway between
@@ -41,6 +43,9 @@ MODELS = {
     "equilibrium-w2": lambda: BregmanEquilibriumModel(2, 2, 2, "arctan", injection=False, on_failure="warn"),
     "equilibrium-inject-w2": lambda: BregmanEquilibriumModel(2, 2, 2, "arctan", injection=True, on_failure="warn"),
     "equilibrium-inject-w16": lambda: BregmanEquilibriumModel(2, 16, 2, "arctan", injection=True, on_failure="warn"),
+    "equilibrium-free-inject-w16": lambda: BregmanEquilibriumModel(
+        2, 16, 2, "arctan", injection=True, weight="free", on_failure="warn"
+    ),
 }
 
 

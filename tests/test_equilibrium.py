@@ -243,9 +243,9 @@ def _saved_bytes(model: torch.nn.Module, x: torch.Tensor) -> int:
 
 
 def test_memory_independent_of_iterations() -> None:
-    x = _inputs(32, 2, seed=5)
+    x = _inputs(16, 2, seed=5)
     sizes = []
-    for maxiter in (10, 1000):
+    for maxiter in (10, 300):
         torch.manual_seed(0)
         model = BregmanEquilibriumModel(2, 8, 2, "arctan", injection=True, solver="iteration", tol=0.0, maxiter=maxiter, on_failure="ignore", dtype=F64)
         sizes.append(_saved_bytes(model, x))

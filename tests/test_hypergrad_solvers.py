@@ -118,11 +118,11 @@ def test_fixed_point_solver_cosine(solver) -> None:
 
 
 def test_anderson_needs_fewer_iterations() -> None:
-    # A symmetric map with eigenvalues up to 0.99: the plain iteration needs
-    # about log(1e-10)/log(0.99) ≈ 2300 steps, Anderson far fewer.
+    # A symmetric map with eigenvalues up to 0.98: the plain iteration needs
+    # about log(1e-10)/log(0.98) ≈ 1100 steps, Anderson far fewer.
     generator = torch.Generator().manual_seed(5)
     basis, _ = torch.linalg.qr(torch.randn(20, 20, dtype=DTYPE, generator=generator))
-    matrix = basis @ torch.diag(torch.linspace(-0.5, 0.99, 20, dtype=DTYPE)) @ basis.T
+    matrix = basis @ torch.diag(torch.linspace(-0.5, 0.98, 20, dtype=DTYPE)) @ basis.T
     shift = torch.randn(20, dtype=DTYPE, generator=generator)
 
     def affine(z: torch.Tensor) -> torch.Tensor:
@@ -135,7 +135,7 @@ def test_anderson_needs_fewer_iterations() -> None:
     assert plain.converged
     assert accelerated.converged
     assert accelerated.iterations < plain.iterations / 10
-    # ‖z − z*‖ ≤ ‖T(z) − z‖ / (1 − 0.99) = 100 · tol.
+    # ‖z − z*‖ ≤ ‖T(z) − z‖ / (1 − 0.98) = 50 · tol.
     torch.testing.assert_close(accelerated.solution, expected, rtol=0, atol=1e-8)
 
 
