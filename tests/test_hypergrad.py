@@ -8,6 +8,7 @@ import torch
 from mmbilevel import legendre
 from mmbilevel.hypergrad import (
     HypergradientError,
+    anderson,
     differentiable_solve,
     fixed_point_iteration,
     hypergrad,
@@ -296,3 +297,26 @@ def test_unknown_method_lists_names() -> None:
     theta = torch.tensor(0.7, dtype=F64, requires_grad=True)
     with pytest.raises(ValueError, match="implicit, truncated, unrolled"):
         hypergrad(problem.solver(theta, 1), torch.zeros(problem.n, dtype=F64), problem.upper_loss, [theta], "reverse")
+
+
+def test_anderson_forward_stays_in_domain() -> None:
+    # Starts next to the ends of dom φ = [−1, 1] make the extrapolation overshoot. The
+    # Bregman step needs ∇φ inside the domain, so those problems fall back to the MM step.
+    problem = DoubleWell()
+    solver = problem.solver(torch.tensor([0.05, -0.1, 0.02], dtype=F64), 1)
+    start = torch.tensor([[0.95, -0.99, 0.9]], dtype=F64)
+    result = anderson(
+        lambda z: solver.step(z, 0), start, tol=1e-12, maxiter=100, on_failure="ignore", in_domain=lambda z: z.abs() < 1
+    )
+    assert bool((result.solution.abs() < 1).all())
+
+
+def test_anderson_spurious_fixed_point_reported() -> None:
+    # From that start Anderson stalls next to the ends of dom φ, where ∂T/∂z has
+    # eigenvalues above 1: the adjoint solve must raise instead of returning a gradient.
+    problem = DoubleWell()
+    theta = torch.tensor([0.05, -0.1, 0.02], dtype=F64, requires_grad=True)
+    start = torch.tensor([[0.95, -0.99, 0.9]], dtype=F64)
+    with pytest.raises(HypergradientError, match="not attracting"):
+        with pytest.warns(RuntimeWarning, match="Anderson"):
+            hypergrad(problem.solver(theta, 1), start, problem.upper_loss, [theta], "implicit", forward_solver="anderson", forward_maxiter=200, on_failure="warn")

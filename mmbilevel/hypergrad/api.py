@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import torch
 
-from mmbilevel.hypergrad.fixed_point import FIXED_POINT_SOLVERS, FixedPointResult
+from mmbilevel.hypergrad.fixed_point import FIXED_POINT_SOLVERS, FixedPointResult, anderson
 from mmbilevel.hypergrad.implicit import HypergradientError, LinearSolver, implicit_vjp
 from mmbilevel.hypergrad.linear_solvers import LinearSolveResult
 from mmbilevel.hypergrad.truncated import truncated_solution
@@ -140,20 +140,42 @@ def stationary_map(solver: IterativeSolver) -> Callable[[torch.Tensor], torch.Te
     return lambda z: solver.step(z, 0)
 
 
+def domain_check(solver: IterativeSolver) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """Return z ↦ (z inside the open domain of φ) for a solver with Bregman majorants, else None."""
+    majorants = getattr(solver, "majorants", None) or []
+    phi = getattr(majorants[0], "phi", None) if majorants else None
+    if phi is None:
+        return None
+    lower, upper = (float(end) for end in phi.domain)
+    return lambda z: (z > lower) & (z < upper)
+
+
 def solve_fixed_point(
-    step: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, options: HypergradOptions
+    step: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    options: HypergradOptions,
+    solver: IterativeSolver | None = None,
 ) -> FixedPointResult:
-    """Run the forward fixed-point solver of ``options`` from x, without autograd."""
-    solver = FIXED_POINT_SOLVERS.get(options.forward_solver)
+    """Run the forward fixed-point solver of ``options`` from x, without autograd.
+
+    With Anderson acceleration and Bregman majorants, an extrapolated iterate
+    outside dom φ is replaced by the plain MM step, which stays inside.
+    """
+    fixed_point_solver = FIXED_POINT_SOLVERS.get(options.forward_solver)
     tol = options.forward_tol if options.forward_tol is not None else default_tolerance(x.dtype)
     failure = "raise" if options.on_failure == "raise" else "warn"
-    return solver(
+    extra = dict(options.forward_options)
+    if fixed_point_solver is anderson and solver is not None and "in_domain" not in extra:
+        check = domain_check(solver)
+        if check is not None:
+            extra["in_domain"] = check
+    return fixed_point_solver(
         step,
         x.detach(),
         tol=tol,
         maxiter=options.forward_maxiter,
         on_failure=failure,
-        **options.forward_options,
+        **extra,
     )
 
 
@@ -206,7 +228,9 @@ def hypergrad(
             - ``depth``: L for unrolled and truncated (default ``solver.depth``).
             - ``truncate``: K for truncated.
             - ``checkpointing``, ``segments``: gradient checkpointing for unrolled.
-            - ``forward_solver`` (``"iteration"`` or ``"anderson"``),
+            - ``forward_solver`` (``"iteration"`` or ``"anderson"``; Anderson may
+              reach a different fixed point than the MM sequence when there are
+              several, see :func:`mmbilevel.hypergrad.anderson`),
               ``forward_tol`` (absolute residual maxᵢ ‖T(z)ᵢ − zᵢ‖), ``forward_maxiter``,
               ``forward_options`` (for example Anderson's ``memory``): the implicit
               method's forward solve.
@@ -254,7 +278,7 @@ def _implicit_hypergrad(
     settings: HypergradOptions,
 ) -> HypergradResult:
     step = stationary_map(solver)
-    forward = solve_fixed_point(step, x, settings)
+    forward = solve_fixed_point(step, x, settings, solver)
 
     z = forward.solution.detach().requires_grad_(True)
     with torch.enable_grad():

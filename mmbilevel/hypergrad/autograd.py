@@ -81,7 +81,7 @@ class _SolveFunction(torch.autograd.Function):
     def forward(ctx: Any, context: _Context, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
         options = context.options
         if options.method == "implicit":
-            forward = solve_fixed_point(stationary_map(context.solver), x, options)
+            forward = solve_fixed_point(stationary_map(context.solver), x, options, context.solver)
             context.diagnostics.forward = forward
             z = forward.solution.clone()
         else:

@@ -132,9 +132,10 @@ def _finish(
                 "or use a damped or projected iteration"
             )
         else:
+            hint = "or use Anderson acceleration" if name == "fixed-point iteration" else "or use the plain iteration"
             message = (
                 f"{name} stopped at maxiter={iterations} with residual {residual:.3e} > tol={tol:.1e}; "
-                "raise maxiter, loosen tol, or use Anderson acceleration"
+                f"raise maxiter, loosen tol, {hint}"
             )
         handle_failure(message, on_failure, FixedPointError(message, result))
     else:
@@ -198,6 +199,7 @@ def anderson(
     on_failure: str = "raise",
     project: Map | None = None,
     residual_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    in_domain: Callable[[torch.Tensor], torch.Tensor] | None = None,
     memory: int = 5,
     mixing: float = 1.0,
     regularization: float = 1e-10,
@@ -216,6 +218,12 @@ def anderson(
     linear algebra never raises. A problem whose residual jumps far above its
     best value restarts (see ``restart_factor``).
 
+    NOTE: like any root finder, Anderson acceleration can converge to a fixed
+    point that the plain iteration would not reach, such as an unstable one (a
+    saddle of the MM objective), or stall next to the end of a domain where T
+    saturates. For a lower level with several critical points, the plain
+    iteration follows the MM sequence and is the safer choice.
+
     Args:
         fn: the map T, batched over leading dimensions.
         z0: starting point, shaped ``(..., d)``.
@@ -228,6 +236,10 @@ def anderson(
             that the extrapolation could leave.
         residual_fn: optional elementwise residual (z, T(z)) ↦ r, as in
             :func:`fixed_point_iteration`.
+        in_domain: optional z ↦ elementwise boolean mask of the points where T
+            is defined. A problem whose extrapolated iterate leaves that set
+            takes the plain step z ← T(z) instead, which stays in the set when T
+            maps into it (as an MM step does).
         memory: number m of past iterates mixed.
         mixing: damping β ∈ (0, 1].
         regularization: Tikhonov weight λ added to the Gram matrix, relative to its
@@ -292,6 +304,9 @@ def anderson(
                 x = torch.where(restart[:, None], best_f, x)
                 past_x[restart] = best_x[restart][:, None, :]
                 past_f[restart] = best_f[restart][:, None, :]
+            if in_domain is not None:
+                inside = _as_problems(in_domain(x.reshape(shape))).all(dim=-1)
+                x = torch.where(inside[:, None], x, fx)
             if project is not None:
                 x = _as_problems(project(x.reshape(shape)))
     return _finish("Anderson acceleration", x.reshape(shape), iterations, trace, tol, on_failure)
