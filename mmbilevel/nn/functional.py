@@ -58,10 +58,17 @@ __all__ = [
 Tensor = torch.Tensor
 
 
+_UNCHECKED_CACHE: dict[tuple[type, str], Callable[..., Tensor]] = {}
+
+
 def _unchecked(phi: Legendre, method_name: str) -> Callable[..., Tensor]:
     """Return the subclass's own ``method_name`` without the input check added by the base class."""
-    method = getattr(type(phi), method_name)
-    return getattr(method, "__wrapped__", method)
+    key = (type(phi), method_name)
+    method = _UNCHECKED_CACHE.get(key)
+    if method is None:
+        method = getattr(type(phi), method_name)
+        method = _UNCHECKED_CACHE[key] = getattr(method, "__wrapped__", method)
+    return method
 
 
 def activation(phi: Legendre, y: Tensor) -> Tensor:
@@ -71,7 +78,7 @@ def activation(phi: Legendre, y: Tensor) -> Tensor:
 
 # --------------------------------------------------------------- the domain
 
-_BOUNDS_CACHE: dict[tuple[float, float, torch.dtype], tuple[float | None, float | None]] = {}
+_BOUNDS_CACHE: dict[tuple[Any, Any, torch.dtype], tuple[float | None, float | None]] = {}
 
 
 def interior_bounds(phi: Legendre, dtype: torch.dtype) -> tuple[float | None, float | None]:
@@ -85,11 +92,12 @@ def interior_bounds(phi: Legendre, dtype: torch.dtype) -> tuple[float | None, fl
     one, so that φ'' there, of order 1/s for the sigmoid and SoftPlus,
     stays finite.
     """
-    lower, upper = (float(end) for end in phi.domain)
-    key = (lower, upper, dtype)
-    if key not in _BOUNDS_CACHE:
-        _BOUNDS_CACHE[key] = (_inner_point(lower, math.inf, dtype), _inner_point(upper, -math.inf, dtype))
-    return _BOUNDS_CACHE[key]
+    key = (*phi.domain, dtype)
+    bounds = _BOUNDS_CACHE.get(key)
+    if bounds is None:
+        lower, upper = (float(end) for end in phi.domain)
+        bounds = _BOUNDS_CACHE[key] = (_inner_point(lower, math.inf, dtype), _inner_point(upper, -math.inf, dtype))
+    return bounds
 
 
 def _inner_point(end: float, inward: float, dtype: torch.dtype) -> float | None:
@@ -127,7 +135,7 @@ def check_domain(phi: Legendre, x: Tensor) -> None:
     """
     if x.numel() == 0 or _is_vmapped(x):
         return
-    smallest, largest = torch.aminmax(x.detach())
+    smallest, largest = torch.aminmax(x.detach() if x.requires_grad else x)
     lower, upper = phi.domain
     # NaN fails both comparisons, so it takes the raising path too.
     if not (float(smallest) >= lower and float(largest) <= upper):
