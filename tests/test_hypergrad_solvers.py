@@ -7,6 +7,8 @@ import math
 import pytest
 import scipy.optimize
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mmbilevel.hypergrad import (
     LINEAR_SOLVERS,
@@ -45,6 +47,23 @@ def test_linear_solver_matches_direct_solve(name: str) -> None:
     assert result.residual <= 1e-12
     assert result.iterations >= 1
     torch.testing.assert_close(result.solution, expected, rtol=1e-10, atol=1e-10)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n=st.integers(min_value=1, max_value=8),
+    radius=st.floats(min_value=0.0, max_value=0.9),
+    seed=st.integers(min_value=0, max_value=10_000),
+    name=st.sampled_from(["fixed_point", "neumann", "normal_cg", "anderson"]),
+)
+def test_linear_solver_random_contractions(n: int, radius: float, seed: int, name: str) -> None:
+    operator, b, expected = _adjoint_system(n=n, radius=radius, seed=seed)
+    result = LINEAR_SOLVERS.get(name)(
+        lambda v: v @ operator.T, b, tol=1e-11, maxiter=2000, rmatvec=lambda u: u @ operator
+    )
+    assert result.converged
+    # ‖v − v*‖ ≤ ‖A⁻¹‖ ‖r‖ ≤ ‖r‖ / (1 − 0.9) for A = I − Jᵀ with ‖J‖ ≤ 0.9.
+    torch.testing.assert_close(result.solution, expected, rtol=0, atol=1e-9 * (1 + float(b.norm())))
 
 
 def test_conjugate_gradient_on_spd_system() -> None:
