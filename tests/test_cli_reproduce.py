@@ -1,0 +1,138 @@
+"""End-to-end tests of ``mmbilevel reproduce two-spiral`` and ``mmbilevel reproduce table2``."""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mmbilevel.cli import main
+from mmbilevel.cli.reproduce import parse_lr_grid
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def write_idx(folder: Path, counts=(40, 20)) -> None:
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, count in zip(("train", "t10k"), counts):
+        images = rng.integers(0, 256, size=(count, 28, 28), dtype=np.uint8)
+        labels = (np.arange(count) % 10).astype(np.uint8)
+        for name, array, magic in ((f"{prefix}-images-idx3-ubyte", images, 2051),
+                                   (f"{prefix}-labels-idx1-ubyte", labels, 2049)):
+            header = magic.to_bytes(4, "big") + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+            (folder / f"{name}.gz").write_bytes(gzip.compress(header + array.tobytes()))
+
+
+def test_two_spiral_end_to_end(tmp_path, capsys):
+    out = tmp_path / "spiral"
+    status = main([
+        "reproduce", "two-spiral", "--epochs", "2", "--lr-epochs", "2", "--realizations", "2",
+        "--lr-grid", "0.1,1", "--depth", "3", "--out", str(out),
+    ])
+    assert status == 0
+    for name in ("fig4", "fig5", "fig6-left", "fig6-right"):
+        assert (out / f"{name}.png").read_bytes()[:8] == PNG_SIGNATURE, name
+        assert (out / f"{name}.json").is_file(), name
+        assert (out / f"{name}.csv").is_file(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["runs"][0]["settings"]["epochs"] == 2
+    printed = capsys.readouterr().out
+    assert "figure 5, random init" in printed
+    assert "figure 6 left, bregman" in printed
+
+
+def test_two_spiral_figure_subset(tmp_path):
+    out = tmp_path / "spiral"
+    status = main(["reproduce", "two-spiral", "--figures", "fig6-right", "--epochs", "1",
+                   "--realizations", "2", "--depth", "2", "--out", str(out)])
+    assert status == 0
+    assert (out / "fig6-right.png").is_file()
+    assert not (out / "fig5.png").exists()
+
+
+def test_two_spiral_rejects_unknown_figure(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["reproduce", "two-spiral", "--figures", "fig7", "--out", str(tmp_path)])
+    assert info.value.code == 2
+    assert "invalid figures 'fig7'" in capsys.readouterr().err
+
+
+def test_table2_end_to_end(tmp_path, capsys):
+    data = tmp_path / "data"
+    write_idx(data)
+    out = tmp_path / "out"
+    status = main([
+        "reproduce", "table2", "--dataset", "fashion-mnist", "--data-dir", str(data), "--out", str(out),
+        "--epochs", "1", "--realizations", "2", "--limit", "24", "--test-limit", "10", "--width", "8",
+        "--cnn-features", "4", "--cnn-channels", "2,2", "--rows", "ffnn1,cnn", "--no-progress",
+    ])
+    assert status == 0
+    printed = capsys.readouterr().out
+    assert "89.11" in printed  # Table 2 value, Standard FFNN 1 hidden layer
+    assert "93.19" in printed  # Table 2 value, Bregman CNN
+    assert "FFNN 3 hidden layers" not in printed
+    document = json.loads((out / "fashion-mnist" / "table2.json").read_text())
+    assert len(document["cells"]) == 6
+    cell = json.loads((out / "fashion-mnist" / "ffnn1" / "bregman" / "results.json").read_text())
+    assert [item["seed"] for item in cell["realizations"]] == [0, 1]
+    assert cell["config"]["optimizer"] == "adam"
+
+
+def test_table2_resume_keeps_earlier_rows(tmp_path, capsys):
+    data = tmp_path / "data"
+    write_idx(data)
+    common = ["reproduce", "table2", "--dataset", "mnist", "--data-dir", str(data), "--out", str(tmp_path / "out"),
+              "--epochs", "1", "--realizations", "1", "--limit", "16", "--test-limit", "8", "--width", "8",
+              "--variants", "bregman", "--no-progress"]
+    assert main(common + ["--rows", "ffnn1"]) == 0
+    assert main(common + ["--rows", "ffnn3", "--resume"]) == 0
+    printed = capsys.readouterr().out
+    assert "FFNN 1 hidden layer" in printed.split("trained or reused")[-2]
+    assert "not run (95.27)" in printed
+
+
+def test_table2_missing_data_exit_status(tmp_path, caplog):
+    status = main(["reproduce", "table2", "--dataset", "mnist", "--data-dir", str(tmp_path / "none"),
+                   "--out", str(tmp_path / "out"), "--no-progress"])
+    assert status == 1
+    assert "not found" in caplog.text
+
+
+def test_table2_cifar_ffnn_row_exit_status(tmp_path, caplog):
+    status = main(["reproduce", "table2", "--dataset", "cifar10", "--rows", "ffnn1",
+                   "--out", str(tmp_path), "--no-progress"])
+    assert status == 2
+    assert "not in Table 2 for cifar10" in caplog.text
+
+
+def test_parse_lr_grid_list():
+    assert parse_lr_grid("0.01, 0.1,1") == (0.01, 0.1, 1.0)
+
+
+def test_parse_lr_grid_logspace():
+    grid = parse_lr_grid("logspace:0.01:10:4")
+    assert len(grid) == 4
+    assert grid[0] == pytest.approx(0.01)
+    assert grid[-1] == pytest.approx(10.0)
+    assert grid[1] / grid[0] == pytest.approx(10.0)
+
+
+@pytest.mark.parametrize("text", ["0.1,-1", "logspace:0.1:1", "0.1,nan", "abc"])
+def test_parse_lr_grid_rejects(text):
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_lr_grid(text)
+
+
+def test_default_lr_grid_is_log_spaced():
+    from mmbilevel.experiments.two_spiral import DEFAULT_LR_GRID
+
+    ratios = [b / a for a, b in zip(DEFAULT_LR_GRID, DEFAULT_LR_GRID[1:])]
+    assert DEFAULT_LR_GRID[0] == 0.01
+    assert DEFAULT_LR_GRID[-1] == 10.0
+    assert all(math.isclose(ratio, math.sqrt(10), rel_tol=1e-5) for ratio in ratios)
