@@ -300,7 +300,7 @@ def anderson_solve(
     Each problem of a batch (leading dimensions of b, last dimension the
     unknowns) gets its own mixing weights, which helps when some problems
     contract slowly. The iteration stops when every row's residual ‖b − A v‖
-    is below ``tol · ‖b‖``. The reported residual is the relative residual of
+    is below ``tol · ‖b‖ / √rows``. The reported residual is the relative residual of
     the whole system, recomputed with one more product with A.
 
     Args:
@@ -320,10 +320,12 @@ def anderson_solve(
     if b_norm == 0.0:
         return _zero_rhs_result(b)
 
+    # Rows below tol·‖b‖/√rows make the whole residual below tol·‖b‖.
+    rows = 1 if b.dim() == 0 else b.numel() // b.shape[-1]
     run = anderson(
         lambda v: v + (b - matvec(v)),
         torch.zeros_like(b),
-        tol=tol * b_norm,
+        tol=tol * b_norm / math.sqrt(rows),
         maxiter=maxiter,
         on_failure="ignore",
         memory=memory,
