@@ -191,7 +191,7 @@ def test_interior_bounds_are_nearest_inside(name, dtype):
 def test_step_at_domain_ends_is_finite(name, dtype):
     phi = legendre.get(name)
     low, high = phi.domain
-    # The ends as rounded into dtype, as a saturated layer output holds them.
+    # The ends rounded into dtype, the values of a saturated layer output.
     s = torch.tensor([[low, high], [high, low]], dtype=dtype).requires_grad_(True)
     a = torch.tensor([[0.5, -0.5], [3.0, -3.0]], dtype=dtype).requires_grad_(True)
     y, u = fused.bregman_step(phi, s, a)

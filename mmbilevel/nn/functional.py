@@ -17,7 +17,7 @@ layers unchecked versions and checks only where data enters a network:
   point outside the closed domain, with one reduction over the tensor.
 - :func:`bregman_step` is the Bregman layer update fused into one autograd
   node. Its backward pass follows from ρ'(u) = 1/φ''(ρ(u)) and (ρ⁻¹)' = φ''.
-- :func:`inverts_activation` tells whether ρ⁻¹(ρ(u)) = u for every real u,
+- :func:`inverts_activation` returns whether ρ⁻¹(ρ(u)) = u for every real u,
   which lets a network pass a layer's pre-activation to the next layer in
   place of ρ⁻¹ of its output.
 """
@@ -170,11 +170,11 @@ def inverse_activation(phi: Legendre, x: Tensor) -> Tensor:
 
     Points on a finite end of dom φ, and beyond it, are first moved to the
     nearest representable interior point (see :func:`interior_bounds`), so
-    the result is finite; the gradient of that move is zero at the moved
+    the result is finite. The gradient of that move is zero at the moved
     points. Validate untrusted input with :func:`check_domain` first.
     """
     if type(phi) is Sin:
-        # arcsin is finite on all of [−1, 1]; only rounding beyond ±1 needs clamping.
+        # arcsin is finite on all of [−1, 1], so only rounding beyond ±1 needs clamping.
         return torch.asin(torch.clamp(x, -1.0, 1.0))
     inside = _move_inside(phi, x)
     fast = _FAST_INVERSES.get(type(phi))

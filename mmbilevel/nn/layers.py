@@ -269,7 +269,7 @@ class BregmanLayer(_SkipLayer):
     interior point, so outputs and gradients stay finite (float32 outputs
     of saturating activations round onto the end). With ``clamp=True``
     inputs are instead clamped a few ulps inside the domain
-    (``phi.clamp``) and never raise.
+    (``phi.clamp``), and points outside it raise no error.
 
     The update runs as one fused autograd node (see
     :func:`mmbilevel.nn.functional.bregman_step`). Inside an
