@@ -286,3 +286,19 @@ def test_ffnn_runs_under_vmap(variant):
     batched = vmap(call)(params, buffers, x)
     for index, model in enumerate(models):
         assert torch.allclose(batched[index], model(x[index]), rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("name", ["arctan", "sigmoid"])
+def test_step_on_device_matches_cpu(name, device):
+    phi = legendre.get(name)
+    s = interior_points(name, (6, 3))
+    a = shifts((6, 3))
+    values = []
+    for where in (torch.device("cpu"), device):
+        s_leaf = s.to(where).requires_grad_(True)
+        a_leaf = a.to(where).requires_grad_(True)
+        y, u = fused.bregman_step(phi, s_leaf, a_leaf)
+        (y.sum() + u.sum()).backward()
+        values.append([tensor.detach().cpu() for tensor in (y, u, s_leaf.grad, a_leaf.grad)])
+    for reference, actual in zip(*values):
+        assert torch.allclose(actual, reference, rtol=1e-12, atol=1e-12)
