@@ -302,3 +302,9 @@ def test_step_on_device_matches_cpu(name, device):
         values.append([tensor.detach().cpu() for tensor in (y, u, s_leaf.grad, a_leaf.grad)])
     for reference, actual in zip(*values):
         assert torch.allclose(actual, reference, rtol=1e-12, atol=1e-12)
+
+
+def test_check_domain_accepts_float32_end():
+    # float32(π/2) = 1.5707963705 lies above π/2, yet phi.grad accepts it as the end in float32.
+    phi = legendre.get("arctan")
+    fused.check_domain(phi, torch.tensor([math.pi / 2, -math.pi / 2], dtype=torch.float32))

@@ -85,7 +85,8 @@ def interior_bounds(phi: Legendre, dtype: torch.dtype) -> tuple[float | None, fl
     """Return the nearest points of ``dtype`` strictly inside each finite end of dom φ.
 
     An infinite end gives None. The points are exact in ``dtype``, so
-    ``torch.clamp`` with them moves only inputs on an end or beyond it.
+    ``torch.clamp`` with them moves only inputs on an end or beyond it, and
+    next to an end at 0 the subnormal inputs too.
     For arctan in float32 the upper point is 1.5707962513, one ulp below
     float32(π/2) = 1.5707963705, which lies above π/2. Next to an end at 0
     the point is the smallest normal number of ``dtype``, not a subnormal
@@ -120,8 +121,8 @@ def _move_inside(phi: Legendre, x: Tensor) -> Tensor:
 
 
 def _is_vmapped(x: Tensor) -> bool:
-    # NOTE: a private functorch query; values of a tensor batched by vmap cannot
-    # steer Python control flow, so the check has to be skipped there.
+    # NOTE: this is a private functorch query. Values of a tensor batched by
+    # vmap cannot steer Python control flow, so the check is skipped there.
     return torch._C._functorch.is_batchedtensor(x)
 
 
@@ -137,7 +138,9 @@ def check_domain(phi: Legendre, x: Tensor) -> None:
         return
     smallest, largest = torch.aminmax(x.detach() if x.requires_grad else x)
     lower, upper = phi.domain
-    # NaN fails both comparisons, so it takes the raising path too.
+    # NaN fails both comparisons, so it takes the raising path too. That path
+    # lets phi.grad decide, which compares in the dtype of x: float32(π/2) lies
+    # above π/2 but is the end of the arctan domain in float32, and passes.
     if not (float(smallest) >= lower and float(largest) <= upper):
         phi.grad(x)
 
