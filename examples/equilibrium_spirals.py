@@ -45,9 +45,15 @@ from mmbilevel.nn.equilibrium import BregmanEquilibriumModel
 MODELS = {
     "bregman-L3": lambda: FFNN(2, [2, 2, 2], 2, "arctan", "bregman"),
     "bregman-L10-w16": lambda: FFNN(2, [16] * 10, 2, "arctan", "bregman"),
-    "equilibrium-w2": lambda: BregmanEquilibriumModel(2, 2, 2, "arctan", injection=False, on_failure="warn"),
-    "equilibrium-inject-w2": lambda: BregmanEquilibriumModel(2, 2, 2, "arctan", injection=True, on_failure="warn"),
-    "equilibrium-inject-w16": lambda: BregmanEquilibriumModel(2, 16, 2, "arctan", injection=True, on_failure="warn"),
+    "equilibrium-w2": lambda: BregmanEquilibriumModel(
+        2, 2, 2, "arctan", injection=False, weight="symmetric", on_failure="warn"
+    ),
+    "equilibrium-inject-w2": lambda: BregmanEquilibriumModel(
+        2, 2, 2, "arctan", injection=True, weight="symmetric", on_failure="warn"
+    ),
+    "equilibrium-inject-w16": lambda: BregmanEquilibriumModel(
+        2, 16, 2, "arctan", injection=True, weight="symmetric", on_failure="warn"
+    ),
     "equilibrium-negative-inject-w16": lambda: BregmanEquilibriumModel(
         2, 16, 2, "arctan", injection=True, weight="negative", on_failure="warn"
     ),

@@ -19,7 +19,7 @@ HALF_PI = math.pi / 2
 
 def _layer(features: int, *, injection: bool, weight: torch.Tensor, bias: torch.Tensor, injection_weight=None, **options) -> BregmanEquilibrium:
     """Build an arctan layer in float64 whose symmetric W equals 0.95·``weight`` (‖weight‖₂ ≤ 1)."""
-    layer = BregmanEquilibrium(features, "arctan", injection=injection, dtype=F64, **options)
+    layer = BregmanEquilibrium(features, "arctan", injection=injection, weight="symmetric", dtype=F64, **options)
     with torch.no_grad():
         layer.weight_raw.copy_(weight)
         layer.bias.copy_(bias)
@@ -34,7 +34,7 @@ def _inputs(count: int, features: int, seed: int) -> torch.Tensor:
 
 
 def test_weight_norm_bounded() -> None:
-    layer = BregmanEquilibrium(5, "arctan", dtype=F64)
+    layer = BregmanEquilibrium(5, "arctan", weight="symmetric", dtype=F64)
     with torch.no_grad():
         layer.weight_raw.mul_(100.0)
     weight = layer.weight().detach()

@@ -92,11 +92,14 @@ class BregmanEquilibrium(nn.Module):
         in_features: width of the input x; defaults to ``features``.
         injection: add the input term Ux inside the map. Without it the input
             only starts the iteration, which needs ``in_features == features``.
-        weight: ``"symmetric"``: W = κσ·S / max(1, ‖S‖₂) with S = (V + Vᵀ)/2,
+        weight: ``"negative"`` (default) or ``"symmetric"`` keep T an MM map;
+            ``"symmetric"``: W = κσ·S / max(1, ‖S‖₂) with S = (V + Vᵀ)/2,
             so ‖W‖₂ ≤ κσ and T is an MM map with a valid Bregman majorant
             (convergence by Theorem 5.1 of the paper); ``"negative"``:
             W = −κσ·VᵀV / max(1, ‖VᵀV‖₂) ≼ 0, so f is convex as well and, when
-            W ≺ 0, the limit is unique; ``"free"``: W = V, an
+            W ≺ 0, the limit is unique and continuous in x (the default, since
+            on the two spirals only this variant learned a useful limit);
+            ``"free"``: W = V, an
             unconstrained equilibrium layer whose iteration may not converge.
         weight_bound: κ ∈ (0, 1), the fraction of σ allowed for ‖W‖₂ with
             symmetric weights.
@@ -152,7 +155,7 @@ class BregmanEquilibrium(nn.Module):
         *,
         in_features: int | None = None,
         injection: bool = True,
-        weight: str = "symmetric",
+        weight: str = "negative",
         weight_bound: float = 0.95,
         bias: bool = True,
         start: str | None = None,
@@ -375,7 +378,7 @@ class BregmanEquilibrium(nn.Module):
             message = (
                 f"equilibrium forward solve ({self.solver_name}) ended with status {result.status!r} "
                 f"after {result.iterations} iterations, residual {result.residual:.3e} > tol={self.tol:.1e}; "
-                "raise maxiter, use solver='anderson', or keep weight='symmetric'"
+                "raise maxiter, or use weight='negative' or 'symmetric', which keep T an MM map"
             )
             handle_failure(message, self.on_failure, EquilibriumError(message, result))
 
