@@ -20,7 +20,7 @@ them (two_spirals(offset=0.5)). For the equilibrium models the script also
 reports the mean number of forward iterations, the share of forward solves
 that reached the tolerance, and how many distinct representations the
 training points get (rounded to 1e-3). Training caps the forward solve at
-1000 iterations; after training, the accuracy is measured again with a cap of
+1000 iterations. After training, the accuracy is measured again with a cap of
 ``--limit-maxiter`` iterations, closer to the exact limit, together with
 whether that solve converged.
 

@@ -123,7 +123,7 @@ class BregmanEquilibrium(nn.Module):
             input's dtype.
         on_failure: ``"raise"`` an :class:`EquilibriumError` (default),
             ``"warn"`` or ``"ignore"`` when the forward solve diverges or stops
-            at ``maxiter``. ``last_result`` holds the diagnostics in every case.
+            at ``maxiter``. ``last_result`` contains the diagnostics in every case.
             Adjoint failures raise or warn (``"ignore"`` warns).
         active_tol: a coordinate of the limit with |(Wz* + Ux + b)ᵢ| above this
             value is treated as resting on the boundary of dom φ (an active
