@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy
 import torch
 from torch.utils.benchmark import Timer
+from torch.utils.benchmark.utils.timer import timer as benchmark_timer
 
 import mmbilevel
 from bench.models import (
@@ -252,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         clock_name = "cpu" if arguments.threads == 1 and on_cpu_only else "wall"
     if clock_name == "cpu" and any(device.type != "cpu" for device in devices):
         raise SystemExit("--clock cpu cannot time CUDA kernels; use --clock wall with --devices cuda")
-    clock = time.thread_time if clock_name == "cpu" else time.perf_counter
+    # torch's default benchmark timer synchronizes CUDA before reading the wall clock.
+    clock = time.thread_time if clock_name == "cpu" else benchmark_timer
 
     print("## Machine and versions\n")
     machine = machine_description()
