@@ -47,6 +47,24 @@ def test_two_spiral_end_to_end(tmp_path, capsys):
     assert "figure 6 left, bregman" in printed
 
 
+def test_two_spiral_replot_redraws_png(tmp_path, capsys):
+    out = tmp_path / "spiral"
+    assert main(["reproduce", "two-spiral", "--figures", "fig4,fig6-left", "--epochs", "1", "--lr-epochs", "1",
+                 "--realizations", "2", "--lr-grid", "0.5", "--out", str(out)]) == 0
+    for name in ("fig4", "fig5", "fig6-left"):
+        (out / f"{name}.png").unlink()
+    assert main(["reproduce", "two-spiral", "--replot", "--out", str(out)]) == 0
+    for name in ("fig4", "fig5", "fig6-left"):
+        assert (out / f"{name}.png").read_bytes()[:8] == PNG_SIGNATURE, name
+    assert not (out / "fig6-right.png").exists()
+    assert capsys.readouterr().out.count("redrew") == 3
+
+
+def test_two_spiral_replot_without_data(tmp_path, caplog):
+    assert main(["reproduce", "two-spiral", "--replot", "--out", str(tmp_path)]) == 1
+    assert "no figure data" in caplog.text
+
+
 def test_two_spiral_figure_subset(tmp_path):
     out = tmp_path / "spiral"
     status = main(["reproduce", "two-spiral", "--figures", "fig6-right", "--epochs", "1",

@@ -123,6 +123,8 @@ def _add_two_spiral(parser: argparse.ArgumentParser) -> None:
                         help="floating dtype of data and weights (default float64)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="auto picks CUDA when available (default auto)")
+    parser.add_argument("--replot", action="store_true",
+                        help="only draw the PNG files again from the JSON/CSV data already in --out")
 
 
 def _add_table2(parser: argparse.ArgumentParser) -> None:
@@ -186,9 +188,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _run_two_spiral(args: argparse.Namespace) -> int:
     import torch
 
-    from mmbilevel.experiments.two_spiral import DEFAULT_LR_GRID, SpiralSettings, run_two_spiral
+    from mmbilevel.experiments.two_spiral import DEFAULT_LR_GRID, SpiralSettings, redraw_figures, run_two_spiral
     from mmbilevel.train import resolve_device
 
+    if args.replot:
+        try:
+            paths = redraw_figures(args.out)
+        except FileNotFoundError as error:
+            logger.error("%s", error)
+            return 1
+        for path in paths:
+            print(f"redrew {path}")
+        return 0
     try:
         device = resolve_device(args.device)
     except ValueError as error:

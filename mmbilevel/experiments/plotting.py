@@ -155,8 +155,15 @@ def plot_accuracy_vs_lr(
     figure, axis = plt.subplots(figsize=(5.5, 4))
     x = np.asarray(learning_rates, dtype=float)
     for variant, (mean, std) in accuracy.items():
-        _band(axis, x, mean, std, variant)
-        axis.scatter(x, mean, color=VARIANT_COLORS.get(variant), s=12)
+        mean_array = np.asarray(mean, dtype=float)
+        std_array = np.asarray(std, dtype=float)
+        color = VARIANT_COLORS.get(variant)
+        axis.plot(x, mean_array, color=color, linewidth=2, marker="o", markersize=4,
+                  label=VARIANT_LABELS.get(variant, variant))
+        # Accuracies lie in [0, 100], so the band is clipped there.
+        lower = np.clip(mean_array - std_array, 0.0, 100.0)
+        upper = np.clip(mean_array + std_array, 0.0, 100.0)
+        axis.fill_between(x, lower, upper, color=color, alpha=0.2, linewidth=0)
     axis.set_xscale("log")
     axis.set_xlabel("learning rate")
     axis.set_ylabel("training accuracy (%)")

@@ -867,3 +867,67 @@ def run_two_spiral(
         summary["fig5_ordering"] = documents["fig5"]["ordering"]
     atomic_write_json(summary_path, summary)
     return SpiralReport(out, documents, seconds)
+
+
+def redraw_figures(out: str | Path) -> list[Path]:
+    """Draw again every figure whose data files are in ``out``, without training.
+
+    Reads ``fig5.json``, ``fig4.json`` with ``fig4.csv``, ``fig6-left.json``
+    and ``fig6-right.json`` where present, and overwrites their PNG files
+    with the current plotting code.
+
+    Returns:
+        The PNG files written.
+
+    Raises:
+        FileNotFoundError: ``out`` contains none of these data files.
+    """
+    import csv
+
+    from mmbilevel.experiments import plotting
+
+    out = Path(out)
+    written = []
+
+    def read(name: str) -> dict[str, Any] | None:
+        path = out / f"{name}.json"
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+    fig5 = read("fig5")
+    if fig5 is not None:
+        curves = {
+            init: {variant: (group["mean_loss"], group["std_loss"]) for variant, group in by_variant.items()}
+            for init, by_variant in fig5["curves"].items()
+        }
+        written.append(plotting.plot_loss_curves(curves, out / "fig5.png", epochs=fig5["epochs"]))
+
+    fig4 = read("fig4")
+    if fig4 is not None and (out / "fig4.csv").is_file():
+        with open(out / "fig4.csv", newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+        layers = sorted({int(row["layer"]) for row in rows})
+        outputs = [
+            np.array([[float(row["z1"]), float(row["z2"])] for row in rows if int(row["layer"]) == layer])
+            for layer in layers
+        ]
+        labels = np.array([int(row["label"]) for row in rows if int(row["layer"]) == layers[0]])
+        weight, bias = np.array(fig4["head_weight"]), np.array(fig4["head_bias"])
+        boundary = (weight[1] - weight[0], float(bias[1] - bias[0]))
+        written.append(plotting.plot_layer_outputs(outputs, labels, out / "fig4.png", boundary=boundary))
+
+    left = read("fig6-left")
+    if left is not None:
+        accuracy = {v: (d["mean_accuracy"], d["std_accuracy"]) for v, d in left["accuracy"].items()}
+        written.append(plotting.plot_accuracy_vs_lr(left["learning_rates"], accuracy, out / "fig6-left.png"))
+
+    right = read("fig6-right")
+    if right is not None:
+        differences = {v: (d["mean_difference"], d["std_difference"]) for v, d in right["differences"].items()}
+        written.append(plotting.plot_layer_differences(differences, out / "fig6-right.png"))
+
+    if not written:
+        raise FileNotFoundError(
+            f"no figure data (fig4/fig5/fig6-left/fig6-right .json) in {out}; "
+            "run mmbilevel reproduce two-spiral with --out there first"
+        )
+    return written
