@@ -207,3 +207,20 @@ def test_cli_real_fashion_slice(tmp_path):
     ])
     assert status == 0
     assert read_results(out)["final"]["test_accuracy"] >= 0.75
+
+
+@pytest.mark.parametrize(
+    "option, value, expected",
+    [
+        ("--activation", "tanh", "activation: stored 'arctan', requested 'tanh'"),
+        ("--hidden", "3", "hidden: stored [2], requested [3]"),
+        ("--dtype", "float64", "dtype: stored 'float32', requested 'float64'"),
+        ("--limit", "32", "limit: stored None, requested 32"),
+    ],
+)
+def test_cli_resume_rejects_other_run(tmp_path, caplog, option, value, expected):
+    out = tmp_path / "run"
+    assert main(spiral_args(out, "--hidden", "2", "--epochs", "1")) == 0
+    status = main(spiral_args(out, "--hidden", "2", "--epochs", "2", option, value, "--resume"))
+    assert status == 2
+    assert expected in caplog.text

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from mmbilevel.train import TrainConfig, build_seeded, train_model
+from mmbilevel.train import RunConfigMismatchError, TrainConfig, build_seeded, run_config_differences, train_model
 from mmbilevel.train.batched import train_batched
 from mmbilevel.train.checkpoint import (
     atomic_write,
@@ -221,3 +221,71 @@ def test_batched_resume_rejects_seeds(tmp_path):
     train_batched(make_mlp, data, None, config, seeds=[0, 1], device="cpu", checkpoint_path=path)
     with pytest.raises(ValueError, match="seeds"):
         train_batched(make_mlp, data, None, config, seeds=[0, 2], device="cpu", checkpoint_path=path, resume=True)
+
+
+# Resuming with other model or data settings.
+
+
+def test_resume_rejects_other_run_config(tmp_path):
+    data = toy_data()
+    path = tmp_path / "checkpoint.pt"
+    config = TrainConfig(epochs=1, batch_size=7)
+    train_model(build_seeded(make_mlp, 0), data, None, config, checkpoint_path=path, run_config={"hidden": (6,)})
+    with pytest.raises(RunConfigMismatchError, match=r"hidden: stored \[6\], requested \[7\]") as raised:
+        train_model(
+            make_mlp(), data, None, TrainConfig(epochs=2, batch_size=7), checkpoint_path=path, resume=True,
+            run_config={"hidden": [7]},
+        )
+    assert raised.value.differences == [("hidden", [6], [7])]
+
+
+def test_resume_accepts_same_run_config(tmp_path):
+    data = toy_data()
+    path = tmp_path / "checkpoint.pt"
+    run_config = {"dataset": "toy", "hidden": (6,), "limit": None}
+    train_model(build_seeded(make_mlp, 0), data, None, TrainConfig(epochs=1), checkpoint_path=path, run_config=run_config)
+    result = train_model(
+        make_mlp(), data, None, TrainConfig(epochs=2), checkpoint_path=path, resume=True, run_config=run_config
+    )
+    assert result.history.column("epoch") == [0, 1, 2]
+
+
+def test_resume_rejects_unrecorded_run_config(tmp_path):
+    data = toy_data()
+    path = tmp_path / "checkpoint.pt"
+    train_model(build_seeded(make_mlp, 0), data, None, TrainConfig(epochs=1), checkpoint_path=path)
+    with pytest.raises(ValueError, match="does not record the model and data settings"):
+        train_model(
+            make_mlp(), data, None, TrainConfig(epochs=2), checkpoint_path=path, resume=True,
+            run_config={"hidden": [6]},
+        )
+
+
+def test_resume_other_shape_is_value_error(tmp_path):
+    data = toy_data()
+    path = tmp_path / "checkpoint.pt"
+    train_model(build_seeded(make_mlp, 0), data, None, TrainConfig(epochs=1), checkpoint_path=path)
+    wider = nn.Sequential(nn.Linear(3, 9), nn.Tanh(), nn.Linear(9, 2)).double()
+    with pytest.raises(ValueError, match="do not fit the model"):
+        train_model(wider, data, None, TrainConfig(epochs=2), checkpoint_path=path, resume=True)
+
+
+def test_batched_resume_rejects_run_config(tmp_path):
+    data = toy_data()
+    path = tmp_path / "batched.pt"
+    config = TrainConfig(epochs=1, batch_size=7)
+    train_batched(
+        make_mlp, data, None, config, seeds=[0, 1], device="cpu", checkpoint_path=path, run_config={"dtype": "float64"}
+    )
+    with pytest.raises(RunConfigMismatchError, match="dtype: stored 'float64', requested 'float32'"):
+        train_batched(
+            make_mlp, data, None, config, seeds=[0, 1], device="cpu", checkpoint_path=path, resume=True,
+            run_config={"dtype": "float32"},
+        )
+
+
+def test_run_config_differences_fields():
+    stored = {"activation": "arctan", "epochs": 4, "hidden": [2], "limit": 64}
+    requested = {"activation": "tanh", "epochs": 9, "hidden": (2,), "seed": 1}
+    differences = run_config_differences(stored, requested)
+    assert differences == [("activation", "arctan", "tanh"), ("limit", 64, None), ("seed", None, 1)]

@@ -237,7 +237,22 @@ def _model_factory(
     return build_ffnn if settings["model"] == "ffnn" else build_cnn
 
 
-def _train(args, config, build_model, train_data, test_data, device, out_dir: Path):
+def _run_config(args: argparse.Namespace, dataset: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """Return the data and model settings that a resumed run must share with its checkpoints."""
+    return {
+        "dataset": dataset,
+        "model": settings["model"],
+        "variant": args.variant,
+        "activation": settings["activation"],
+        "hidden": list(settings["hidden"]),
+        "init": args.init,
+        "dtype": args.dtype,
+        "limit": args.limit,
+        "test_limit": args.test_limit,
+    }
+
+
+def _train(args, config, build_model, train_data, test_data, device, out_dir: Path, run_config: dict[str, Any]):
     """Train every realization and return (results, wall seconds, whether batched)."""
     from mmbilevel.train import build_seeded, train_model
     from mmbilevel.train.batched import BatchingUnsupportedError, train_batched
@@ -261,7 +276,7 @@ def _train(args, config, build_model, train_data, test_data, device, out_dir: Pa
             result = train_batched(
                 build_model, train_data, test_data, config, seeds=seeds, device=device,
                 checkpoint_path=out_dir / "checkpoint.pt", checkpoint_every=checkpoint_every,
-                resume=args.resume, progress=progress,
+                resume=args.resume, progress=progress, run_config=run_config,
             )
             return result.results(), time.perf_counter() - tic, True
         except BatchingUnsupportedError as error:
@@ -276,7 +291,7 @@ def _train(args, config, build_model, train_data, test_data, device, out_dir: Pa
             train_model(
                 model, train_data, test_data, seed_config,
                 checkpoint_path=out_dir / f"checkpoint-seed{seed}.pt", checkpoint_every=checkpoint_every,
-                resume=args.resume, progress=progress,
+                resume=args.resume, progress=progress, run_config=run_config,
             )
         )
     return results, time.perf_counter() - tic, False
@@ -321,7 +336,14 @@ def run(args: argparse.Namespace) -> int:
     build_model = _model_factory(settings, args.variant, args.init, input_shape, info.num_classes, dtype)
     logger.info("training on %s with %d training and %d test samples", device, len(train_data[1]), len(test_data[1]))
 
-    results, wall_seconds, batched = _train(args, config, build_model, train_data, test_data, device, out_dir)
+    run_config = _run_config(args, dataset, settings)
+    try:
+        results, wall_seconds, batched = _train(
+            args, config, build_model, train_data, test_data, device, out_dir, run_config
+        )
+    except ValueError as error:
+        logger.error("%s", error)
+        return 2
 
     run_settings = {
         "dataset": dataset,

@@ -7,11 +7,13 @@ from mmbilevel.train.config import TrainConfig, build_seeded, resolve_device
 from mmbilevel.train.history import EpochRecord, History, history_csv
 from mmbilevel.train.losses import LOSSES, accuracy, get_loss
 from mmbilevel.train.optimizers import OPTIMIZERS, make_optimizer
+from mmbilevel.train.runconfig import RunConfigMismatchError, check_run_config, run_config_differences
 from mmbilevel.train.trainer import TrainResult, evaluate, train_model
 
 __all__ = [
     "LOSSES",
     "OPTIMIZERS",
+    "RunConfigMismatchError",
     "EpochRecord",
     "History",
     "TrainConfig",
@@ -21,12 +23,14 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "build_seeded",
+    "check_run_config",
     "evaluate",
     "get_loss",
     "history_csv",
     "load_checkpoint",
     "make_optimizer",
     "resolve_device",
+    "run_config_differences",
     "save_checkpoint",
     "train_model",
 ]

@@ -25,7 +25,7 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from mmbilevel.train.config import TrainConfig, build_seeded, resolve_device
 from mmbilevel.train.history import EpochRecord, History
 from mmbilevel.train.losses import LossFn, get_loss
 from mmbilevel.train.optimizers import make_optimizer
+from mmbilevel.train.runconfig import normalize_run_config
 from mmbilevel.train.trainer import (
     TrainData,
     TrainResult,
@@ -53,7 +54,7 @@ __all__ = ["BatchedResult", "BatchingUnsupportedError", "train_batched"]
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "mmbilevel-batched-checkpoint-1"
+CHECKPOINT_FORMAT = "mmbilevel-batched-checkpoint-2"
 
 
 class BatchingUnsupportedError(RuntimeError):
@@ -188,6 +189,21 @@ def _check_batchable(
         ) from error
 
 
+def _load_stacked_state(params: dict, buffers: dict, state: Mapping[str, Any], path: Path) -> None:
+    """Copy the stacked checkpoint tensors in place, turning a mismatch into a clear ValueError."""
+    try:
+        with torch.no_grad():
+            for name, tensor in params.items():
+                tensor.copy_(state["params"][name])
+            for name, tensor in buffers.items():
+                tensor.copy_(state["buffers"][name])
+    except (KeyError, RuntimeError) as error:
+        raise ValueError(
+            f"cannot resume: the weights in checkpoint {path} do not fit the model ({error}); "
+            f"resume with the architecture the checkpoint was written with, or train without resume"
+        ) from error
+
+
 def train_batched(
     build_model: Callable[[], nn.Module],
     train: TrainData,
@@ -201,6 +217,7 @@ def train_batched(
     checkpoint_every: int = 1,
     resume: bool = False,
     progress: bool | None = None,
+    run_config: Mapping[str, Any] | None = None,
 ) -> BatchedResult:
     """Train R realizations of one architecture together, vectorized with ``torch.vmap``.
 
@@ -227,7 +244,12 @@ def train_batched(
             every ``checkpoint_every`` epochs and after the last one.
         checkpoint_every: checkpoint period in epochs, ≥ 1.
         resume: continue from ``checkpoint_path`` when that file exists.
+            Settings that differ from the checkpoint's (``epochs`` excepted)
+            raise :class:`~mmbilevel.train.RunConfigMismatchError`.
         progress: draw a tqdm bar; None draws one when stderr is a TTY.
+        run_config: settings outside ``config`` that change the trajectory
+            (data, architecture, dtype), stored in the checkpoint and
+            compared on resume as in :func:`~mmbilevel.train.train_model`.
 
     Returns:
         Per-realization histories and the stacked trained parameters.
@@ -248,6 +270,8 @@ def train_batched(
         raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     if resume and checkpoint_path is None:
         raise ValueError("resume=True needs a checkpoint_path to resume from")
+    if run_config is not None:
+        run_config = normalize_run_config(run_config)
     device = resolve_device(device)
 
     train_pair = as_tensor_pair(train)
@@ -273,9 +297,11 @@ def train_batched(
 
     start_epoch = 0
     seconds_before = 0.0
+    if resume and not Path(checkpoint_path).is_file():
+        logger.info("no checkpoint at %s to resume from; training from scratch", checkpoint_path)
     if resume and Path(checkpoint_path).is_file():
         state = load_checkpoint(checkpoint_path, map_location=device)
-        _check_resume_config(state["config"], config, Path(checkpoint_path))
+        _check_resume_config(state, config, run_config, Path(checkpoint_path))
         if state.get("seeds") != seeds:
             raise ValueError(
                 f"checkpoint {checkpoint_path} contains seeds {state.get('seeds')}, not {seeds}; "
@@ -286,11 +312,7 @@ def train_batched(
                 f"checkpoint {checkpoint_path} is at epoch {state['epoch']}, beyond the "
                 f"requested {config.epochs} epochs; ask for at least {state['epoch']} epochs"
             )
-        with torch.no_grad():
-            for name, tensor in params.items():
-                tensor.copy_(state["params"][name])
-            for name, tensor in buffers.items():
-                tensor.copy_(state["buffers"][name])
+        _load_stacked_state(params, buffers, state, Path(checkpoint_path))
         optimizer.load_state_dict(state["optimizer"])
         histories = [History.from_dict(columns) for columns in state["histories"]]
         for generator, generator_state in zip(generators, state["generators"]):
@@ -331,6 +353,7 @@ def train_batched(
                 "format": CHECKPOINT_FORMAT,
                 "epoch": epoch,
                 "config": config.to_dict(),
+                "run": run_config,
                 "seeds": seeds,
                 "params": {name: tensor.detach() for name, tensor in params.items()},
                 "buffers": dict(buffers),

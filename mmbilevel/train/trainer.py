@@ -13,7 +13,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
@@ -27,6 +27,7 @@ from mmbilevel.train.config import TrainConfig
 from mmbilevel.train.history import EpochRecord, History
 from mmbilevel.train.losses import LossFn, accuracy, get_loss
 from mmbilevel.train.optimizers import make_optimizer
+from mmbilevel.train.runconfig import check_run_config, normalize_run_config
 
 __all__ = [
     "TrainResult",
@@ -45,7 +46,7 @@ logger = logging.getLogger(__name__)
 # DataLoader.
 TrainData = Union[tuple[torch.Tensor, torch.Tensor], torch.utils.data.TensorDataset, Iterable]
 
-CHECKPOINT_FORMAT = "mmbilevel-checkpoint-1"
+CHECKPOINT_FORMAT = "mmbilevel-checkpoint-2"
 
 # Epochs with at least this many mini-batches get their own progress bar.
 LONG_EPOCH_BATCHES = 100
@@ -179,17 +180,40 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _check_resume_config(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
-    current = config.to_dict()
-    differing = sorted(
-        key for key in set(saved) | set(current) if key != "epochs" and saved.get(key) != current.get(key)
-    )
-    if differing:
-        details = ", ".join(f"{key}: saved {saved.get(key)!r}, now {current.get(key)!r}" for key in differing)
+def _check_resume_config(
+    state: dict[str, Any],
+    config: TrainConfig,
+    run_config: Mapping[str, Any] | None,
+    path: Path,
+) -> None:
+    """Raise unless the checkpoint ``state`` was written with the requested settings.
+
+    The training settings are always compared, the epochs excepted. The run
+    settings (model, data) are compared when the caller gives them.
+    """
+    source = f"checkpoint {path}"
+    check_run_config(state["config"], config.to_dict(), source=source)
+    if run_config is None:
+        return
+    if state.get("run") is None:
         raise ValueError(
-            f"checkpoint {path} was written with other settings ({details}); "
-            f"rerun with the saved settings or without resume"
+            f"cannot resume: {source} does not record the model and data settings of its run "
+            f"(an older checkpoint format), so it cannot be checked against this run; "
+            f"train without resume, or write the new run to another output folder (--out)"
         )
+    check_run_config(state["run"], run_config, source=source)
+
+
+def _load_model_state(model: nn.Module, state: Mapping[str, Any], path: Path) -> None:
+    """Load the checkpoint weights, turning a shape or name mismatch into a clear ValueError."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise ValueError(
+            f"cannot resume: the weights in checkpoint {path} do not fit the model ({first_line}); "
+            f"resume with the architecture the checkpoint was written with, or train without resume"
+        ) from error
 
 
 def _log_epoch(record: EpochRecord, epochs: int, label: str) -> None:
@@ -232,6 +256,7 @@ def train_model(
     checkpoint_every: int = 1,
     resume: bool = False,
     progress: bool | None = None,
+    run_config: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``model`` by mini-batch SGD or Adam and record its history.
 
@@ -256,8 +281,15 @@ def train_model(
             resumed run restores model, optimizer, history, the order
             generator and the global RNG, so it reaches the same parameters
             and history as an uninterrupted run. A checkpoint written with
-            different settings (other than ``epochs``) raises ValueError.
+            different settings (other than ``epochs``) raises
+            :class:`~mmbilevel.train.RunConfigMismatchError`, a ValueError.
+            A missing file starts the run from scratch and logs so.
         progress: draw a tqdm bar; None draws one when stderr is a TTY.
+        run_config: settings outside ``config`` that change the trajectory,
+            such as the data set, its size, the architecture and the dtype,
+            as a mapping that JSON can encode. They are stored in the
+            checkpoint, and resuming with other values raises
+            :class:`~mmbilevel.train.RunConfigMismatchError`.
 
     Returns:
         The history, timings and the trained model.
@@ -267,6 +299,8 @@ def train_model(
         raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     if resume and checkpoint_path is None:
         raise ValueError("resume=True needs a checkpoint_path to resume from")
+    if run_config is not None:
+        run_config = normalize_run_config(run_config)
     device = _model_device(model)
     loss_fn = get_loss(config.loss)
     optimizer = make_optimizer(config.optimizer, model.parameters(), config.lr, **config.optimizer_options)
@@ -283,15 +317,17 @@ def train_model(
     history = History()
     start_epoch = 0
     seconds_before = 0.0
+    if resume and not Path(checkpoint_path).is_file():
+        logger.info("seed %d: no checkpoint at %s to resume from; training from scratch", config.seed, checkpoint_path)
     if resume and Path(checkpoint_path).is_file():
         state = load_checkpoint(checkpoint_path, map_location=device)
-        _check_resume_config(state["config"], config, Path(checkpoint_path))
+        _check_resume_config(state, config, run_config, Path(checkpoint_path))
         if state["epoch"] > config.epochs:
             raise ValueError(
                 f"checkpoint {checkpoint_path} is at epoch {state['epoch']}, beyond the "
                 f"requested {config.epochs} epochs; ask for at least {state['epoch']} epochs"
             )
-        model.load_state_dict(state["model"])
+        _load_model_state(model, state["model"], Path(checkpoint_path))
         optimizer.load_state_dict(state["optimizer"])
         history = History.from_dict(state["history"])
         generator.set_state(state["generator"])
@@ -321,6 +357,7 @@ def train_model(
                 "format": CHECKPOINT_FORMAT,
                 "epoch": epoch,
                 "config": config.to_dict(),
+                "run": run_config,
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "history": history.to_dict(),
