@@ -10,7 +10,13 @@ function φ with fn = ∇φ, which is what `mmbilevel.legendre` uses it for.
 
 The root is differentiable with respect to ``target`` by implicit
 differentiation: d root / d target = 1 / fn'(root) at interior roots and 0
-where the root is a bracket end.
+where the root is a bracket end. The backward pass is itself differentiable
+when ``fn_grad`` is, so second derivatives (d² root / d target² =
+−fn''(root) / fn'(root)³) are available too.
+
+Finite bracket ends are first moved inwards by a few ulps where the dtype
+rounded them outwards: float32(π/2) lies beyond π/2, where tan is already
+negative. An fn that still decreases across the bracket is rejected.
 """
 
 from __future__ import annotations
@@ -96,8 +102,8 @@ def solve_increasing(
         ``target`` through implicit differentiation.
 
     Raises:
-        ValueError: ``lower > upper`` somewhere, NaN in the inputs, or
-            ``maxiter`` < 1.
+        ValueError: ``lower > upper`` somewhere, NaN in the inputs,
+            ``maxiter`` < 1, or fn(lower) > fn(upper) (fn not increasing).
     """
     if maxiter < 1:
         raise ValueError(f"maxiter must be at least 1, got {maxiter}")
@@ -116,7 +122,7 @@ def solve_increasing(
     grad_fn = fn_grad if fn_grad is not None else _autograd_derivative(fn)
 
     with torch.no_grad():
-        result = _solve(
+        result, lower_used, upper_used = _solve(
             fn,
             grad_fn,
             target_t.detach().expand(shape),
@@ -127,7 +133,7 @@ def solve_increasing(
         )
     root = result.root
     if target_t.requires_grad:
-        root = _ImplicitRoot.apply(target_t.expand(shape), root, grad_fn, lower_t.expand(shape), upper_t.expand(shape))
+        root = _ImplicitRoot.apply(target_t.expand(shape), root, grad_fn, lower_used, upper_used)
     if not result.converged:
         logger.warning(
             "solve_increasing did not converge in %d iterations (residual %.3g, tol %.3g)",
@@ -140,12 +146,44 @@ def solve_increasing(
 
 def _autograd_derivative(fn: TensorFn) -> TensorFn:
     def derivative(t: torch.Tensor) -> torch.Tensor:
+        # Keep the graph when the caller differentiates the result (double backward).
+        if torch.is_grad_enabled() and t.requires_grad:
+            (d,) = torch.autograd.grad(fn(t).sum(), t, create_graph=True)
+            return d
         with torch.enable_grad():
             t = t.detach().requires_grad_(True)
             (d,) = torch.autograd.grad(fn(t).sum(), t)
         return d
 
     return derivative
+
+
+# Maximum number of ulps by which a finite bracket end is moved inwards.
+_MAX_INWARD_ULPS = 8
+
+
+def _round_inward(fn: TensorFn, lower: torch.Tensor, upper: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move finite bracket ends inwards, one ulp at a time, while fn misbehaves there.
+
+    An end is moved while fn is NaN there, or while fn at the next float
+    inwards is smaller (at ``lower``) or larger (at ``upper``) than at the end.
+    This happens when rounding to the dtype put the end outside the true
+    domain. Each end moves at most `_MAX_INWARD_ULPS` ulps and never past the
+    other end.
+    """
+    a, b = lower.clone(), upper.clone()
+    for _ in range(_MAX_INWARD_ULPS):
+        a_next = torch.nextafter(a, b)
+        b_next = torch.nextafter(b, a)
+        fa, fa_next = fn(a), fn(a_next)
+        fb, fb_next = fn(b), fn(b_next)
+        move_a = torch.isfinite(a) & (a_next < b) & (torch.isnan(fa) | (fa > fa_next))
+        move_b = torch.isfinite(b) & (b_next > a) & (torch.isnan(fb) | (fb < fb_next))
+        if not (bool(move_a.any()) or bool(move_b.any())):
+            break
+        a = torch.where(move_a, a_next, a)
+        b = torch.where(move_b, b_next, b)
+    return a, b
 
 
 def _expand_bracket(
@@ -228,9 +266,19 @@ def _solve(
     upper: torch.Tensor,
     tol: float,
     maxiter: int,
-) -> RootResult:
+) -> tuple[RootResult, torch.Tensor, torch.Tensor]:
+    """Run the solve; return the result and the bracket ends after rounding inwards."""
+    lower, upper = _round_inward(fn, lower, upper)
     a, b = _expand_bracket(fn, target, lower, upper)
     fa, fb = fn(a), fn(b)
+    decreasing = fa > fb
+    if bool(decreasing.any()):
+        index = decreasing.nonzero()[0].tolist()
+        raise ValueError(
+            f"fn is not increasing on the bracket: fn({float(a[tuple(index)]):.17g}) = "
+            f"{float(fa[tuple(index)]):.6g} > fn({float(b[tuple(index)]):.17g}) = "
+            f"{float(fb[tuple(index)]):.6g}; pass an increasing fn (the derivative of a convex function)"
+        )
 
     # Where an infinite bound could not be replaced by a finite one (fn has
     # not crossed target even at the largest float), no root is representable.
@@ -291,7 +339,7 @@ def _solve(
 
     residual = _kkt_residual(fn(x), target, x, lower, upper)
     converged = bool(done.all()) and not bool(unbounded.any())
-    return RootResult(root=x, iterations=iterations, residual=residual, converged=converged)
+    return RootResult(root=x, iterations=iterations, residual=residual, converged=converged), lower, upper
 
 
 def _kkt_residual(
@@ -310,19 +358,37 @@ def _kkt_residual(
 
 
 class _ImplicitRoot(torch.autograd.Function):
-    """Attach d root / d target = 1 / fn'(root) to a root computed without grad."""
+    """Attach d root / d target = 1 / fn'(root) to a root computed without grad.
+
+    The backward pass evaluates fn' at the saved output, which autograd
+    re-attaches to this node under ``create_graph=True``; with a
+    differentiable ``grad_fn`` the backward is thus differentiable as well,
+    giving d² root / d target² = −fn''(root) / fn'(root)³.
+    """
 
     @staticmethod
     def forward(ctx, target, root, grad_fn, lower, upper):  # type: ignore[override]
         ctx.grad_fn = grad_fn
-        ctx.save_for_backward(root, lower, upper)
-        return root.clone()
+        out = root.clone()
+        ctx.save_for_backward(out, lower, upper)
+        return out
 
     @staticmethod
     def backward(ctx, grad_output):  # type: ignore[override]
         root, lower, upper = ctx.saved_tensors
-        slope = ctx.grad_fn(root)
         at_end = (root == lower) | (root == upper)
+        # Evaluate fn' away from the ends, where it may be infinite or NaN.
+        safe_root = torch.where(at_end, _inside_point(lower, upper), root)
+        slope = ctx.grad_fn(safe_root)
         safe_slope = torch.where(at_end, torch.ones_like(slope), slope)
         grad_target = torch.where(at_end, torch.zeros_like(grad_output), grad_output / safe_slope)
         return grad_target, None, None, None, None
+
+
+def _inside_point(lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+    """Return a point of [lower, upper] that is finite where the bracket has a finite end or is ℝ."""
+    lower_safe = torch.where(torch.isfinite(lower), lower, upper - 1.0)
+    upper_safe = torch.where(torch.isfinite(upper), upper, lower_safe + 1.0)
+    lower_safe = torch.where(torch.isfinite(lower_safe), lower_safe, torch.zeros_like(lower_safe))
+    upper_safe = torch.where(torch.isfinite(upper_safe), upper_safe, torch.zeros_like(upper_safe))
+    return lower_safe + 0.5 * (upper_safe - lower_safe)

@@ -268,3 +268,46 @@ def test_sympy_domain_checked() -> None:
     phi = legendre.from_sympy(T * sympy.log(T) - T, T, (0, sympy.oo), name="entropy")
     with pytest.raises(ValueError, match="entropy"):
         phi(torch.tensor([-0.5]))
+
+
+class LogCos(Legendre):
+    """−log cos x on [−π/2, π/2], whose activation is arctan; float32(π/2) rounds outwards."""
+
+    name = "logcos"
+    domain = (-math.pi / 2, math.pi / 2)
+
+    def value(self, x: torch.Tensor) -> torch.Tensor:
+        return -torch.log(torch.cos(x))
+
+    def grad(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tan(x)
+
+
+class Concave(Legendre):
+    """−x²/2 on [−1, 1]: concave, so not a Legendre function."""
+
+    name = "concave"
+    domain = (-1.0, 1.0)
+
+    def value(self, x: torch.Tensor) -> torch.Tensor:
+        return -0.5 * x * x
+
+    def grad(self, x: torch.Tensor) -> torch.Tensor:
+        return -x
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fallback_end_rounded_outwards(dtype: torch.dtype) -> None:
+    y = torch.tensor([-3.0, 0.0, 0.5, 3.0], dtype=dtype)
+    eps = torch.finfo(dtype).eps
+    torch.testing.assert_close(LogCos().grad_conjugate(y).double(), torch.atan(y.double()), rtol=8 * eps, atol=8 * eps)
+
+
+def test_fallback_rejects_concave() -> None:
+    with pytest.raises(ValueError, match="concave.*not convex"):
+        Concave().grad_conjugate(torch.tensor([-0.5, 0.5], dtype=torch.float64))
+
+
+def test_fallback_second_derivative() -> None:
+    y = torch.tensor([-3.0, 0.2, 4.0], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(LogCos().grad_conjugate, (y,))

@@ -146,3 +146,49 @@ def test_batch_matches_loop() -> None:
     batched = solve_increasing(torch.sinh, target, -math.inf, math.inf).root
     single = torch.stack([solve_increasing(torch.sinh, t, -math.inf, math.inf).root for t in target.flatten()])
     torch.testing.assert_close(batched.flatten(), single, rtol=1e-15, atol=0.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_tan_end_rounded_outwards(dtype: torch.dtype) -> None:
+    # float32(π/2) exceeds π/2, so tan at the rounded end is about −2.3e7.
+    target = torch.tensor([-3.0, -0.5, 0.0, 0.5, 3.0, 1e6], dtype=dtype)
+    result = solve_increasing(torch.tan, target, -math.pi / 2, math.pi / 2)
+    reference = torch.atan(target.double())
+    eps = torch.finfo(dtype).eps
+    assert result.converged
+    torch.testing.assert_close(result.root.double(), reference, rtol=8 * eps, atol=8 * eps)
+
+
+def test_tan_end_projection_stays_inside() -> None:
+    # Beyond the range of tan on the float32 bracket, the root is an end inside [−π/2, π/2].
+    result = solve_increasing(torch.tan, torch.tensor([-1e30, 1e30]), -math.pi / 2, math.pi / 2)
+    assert bool((result.root.double().abs() <= math.pi / 2).all())
+
+
+def test_tan_end_projection_sign() -> None:
+    result = solve_increasing(torch.tan, torch.tensor([-1e30, 1e30]), -math.pi / 2, math.pi / 2)
+    assert result.root.tolist()[0] < 0 < result.root.tolist()[1]
+
+
+def test_rejects_decreasing_fn() -> None:
+    with pytest.raises(ValueError, match="not increasing"):
+        solve_increasing(torch.neg, torch.tensor([-0.5, 0.5]), -1.0, 1.0)
+
+
+@pytest.mark.parametrize("explicit", [False, True])
+def test_second_derivative(explicit: bool) -> None:
+    target = torch.tensor([-3.0, 0.2, 4.0], dtype=torch.float64, requires_grad=True)
+    fn_grad = torch.cosh if explicit else None
+    assert torch.autograd.gradgradcheck(
+        lambda y: solve_increasing(torch.sinh, y, -math.inf, math.inf, fn_grad=fn_grad).root, (target,)
+    )
+
+
+def test_second_derivative_closed_form() -> None:
+    # root = asinh(y), so d²root/dy² = −y / (1 + y²)^(3/2).
+    target = torch.tensor([-3.0, 0.2, 4.0], dtype=torch.float64, requires_grad=True)
+    root = solve_increasing(torch.sinh, target, -math.inf, math.inf).root
+    (first,) = torch.autograd.grad(root.sum(), target, create_graph=True)
+    (second,) = torch.autograd.grad(first.sum(), target)
+    y = target.detach()
+    torch.testing.assert_close(second, -y / (1 + y * y) ** 1.5)

@@ -169,13 +169,21 @@ class Legendre:
                 self.name,
             )
         lower, upper = self.domain
-        result = solve_increasing(
-            lambda t: self.grad(t),
-            y,
-            lower,
-            upper,
-            fn_grad=lambda t: self.hessian(t),
-        )
+        try:
+            result = solve_increasing(
+                lambda t: self.grad(t),
+                y,
+                lower,
+                upper,
+                fn_grad=lambda t: self.hessian(t),
+            )
+        except ValueError as error:
+            if "not increasing" not in str(error):
+                raise
+            raise ValueError(
+                f"{self.name}: ∇φ decreases across the domain {self._domain_text()}, so φ is not convex "
+                f"and has no Legendre conjugate ({error})"
+            ) from error
         self.last_solve = result
         return result.root
 
