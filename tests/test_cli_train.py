@@ -224,3 +224,41 @@ def test_cli_resume_rejects_other_run(tmp_path, caplog, option, value, expected)
     status = main(spiral_args(out, "--hidden", "2", "--epochs", "2", option, value, "--resume"))
     assert status == 2
     assert expected in caplog.text
+
+
+def test_cli_rejects_folder_of_other_run(tmp_path, caplog):
+    out = tmp_path / "run"
+    assert main(spiral_args(out, "--epochs", "2")) == 0
+    before = (out / "results.json").read_text()
+    assert main(spiral_args(out, "--epochs", "1", "--seed", "5")) == 2
+    assert "already contains the files of another run" in caplog.text
+    assert (out / "results.json").read_text() == before
+
+
+def test_cli_overwrite_deletes_old_run(tmp_path):
+    out = tmp_path / "run"
+    main(spiral_args(out, "--epochs", "2"))
+    assert main(spiral_args(out, "--epochs", "1", "--seed", "5", "--overwrite")) == 0
+    assert sorted(path.name for path in out.glob("checkpoint*.pt")) == ["checkpoint-seed5.pt"]
+    assert read_results(out)["config"]["seed"] == 5
+
+
+def test_cli_resume_without_checkpoint_warns(tmp_path, caplog):
+    out = tmp_path / "run"
+    assert main(spiral_args(out, "--epochs", "1", "--resume")) == 0
+    assert "no checkpoint in" in caplog.text
+    assert read_results(out)["realizations"][0]["history"]["epoch"] == [0, 1]
+
+
+def test_cli_resume_other_seed_rejected(tmp_path, caplog):
+    out = tmp_path / "run"
+    main(spiral_args(out, "--epochs", "1"))
+    assert main(spiral_args(out, "--epochs", "2", "--seed", "3", "--resume")) == 2
+    assert "seed: stored 0, requested 3" in caplog.text
+
+
+def test_cli_resume_overwrite_exclusive(tmp_path, capsys):
+    with pytest.raises(SystemExit) as raised:
+        main(spiral_args(tmp_path / "run", "--resume", "--overwrite"))
+    assert raised.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from torch import nn
 
-from mmbilevel.train import RunConfigMismatchError, TrainConfig, build_seeded, run_config_differences, train_model
+from mmbilevel.train import (
+    RunConfigMismatchError,
+    TrainConfig,
+    build_seeded,
+    prepare_output_folder,
+    run_config_differences,
+    run_files,
+    train_model,
+)
 from mmbilevel.train.batched import train_batched
 from mmbilevel.train.checkpoint import (
     atomic_write,
@@ -289,3 +299,41 @@ def test_run_config_differences_fields():
     requested = {"activation": "tanh", "epochs": 9, "hidden": (2,), "seed": 1}
     differences = run_config_differences(stored, requested)
     assert differences == [("activation", "arctan", "tanh"), ("limit", 64, None), ("seed", None, 1)]
+
+
+# Output folders.
+
+
+def test_output_folder_keeps_other_files(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    prepare_output_folder(tmp_path, {"seed": 0})
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert json.loads((tmp_path / "run-config.json").read_text()) == {"seed": 0}
+
+
+def test_output_folder_rejects_second_run(tmp_path):
+    prepare_output_folder(tmp_path, {"seed": 0})
+    with pytest.raises(ValueError, match="--overwrite"):
+        prepare_output_folder(tmp_path, {"seed": 1})
+
+
+def test_output_folder_overwrite_deletes(tmp_path):
+    prepare_output_folder(tmp_path, {"seed": 0})
+    (tmp_path / "checkpoint-seed0.pt").write_bytes(b"old")
+    (tmp_path / "results.json").write_text("{}")
+    prepare_output_folder(tmp_path, {"seed": 1}, overwrite=True)
+    assert run_files(tmp_path) == [tmp_path / "run-config.json"]
+
+
+def test_output_folder_resume_checks(tmp_path):
+    prepare_output_folder(tmp_path, {"seed": 0, "epochs": 2})
+    prepare_output_folder(tmp_path, {"seed": 0, "epochs": 5}, resume=True)
+    with pytest.raises(RunConfigMismatchError, match="seed: stored 0, requested 1"):
+        prepare_output_folder(tmp_path, {"seed": 1, "epochs": 5}, resume=True)
+
+
+def test_output_folder_is_file(tmp_path):
+    path = tmp_path / "file"
+    path.write_text("")
+    with pytest.raises(NotADirectoryError, match="existing file"):
+        prepare_output_folder(path, {"seed": 0})

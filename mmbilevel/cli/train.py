@@ -172,8 +172,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=None, metavar="DIR",
                         help="output folder of results.json, history.csv and checkpoints "
                         "(default runs/DATASET-MODEL-VARIANT)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from the checkpoints in --out instead of starting over")
+    existing = parser.add_mutually_exclusive_group()
+    existing.add_argument("--resume", action="store_true",
+                          help="continue the run stored in --out from its checkpoints; it must have been "
+                          "started with the same settings (--epochs may be larger). Without checkpoints "
+                          "in --out, a warning is logged and training starts from scratch")
+    existing.add_argument("--overwrite", action="store_true",
+                          help="delete the files of an earlier run in --out (results, history, checkpoints) "
+                          "and start over; without --resume or --overwrite, an --out that contains "
+                          "another run is rejected")
     parser.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="N",
                         help="save a checkpoint every N epochs (default: about every tenth of the run)")
     parser.add_argument("--no-progress", action="store_true", help="do not draw progress bars")
@@ -307,6 +314,7 @@ def run(args: argparse.Namespace) -> int:
     from mmbilevel.data import DATASETS, DataFormatError, DatasetNotFoundError, prepare
     from mmbilevel.train import TrainConfig, resolve_device
     from mmbilevel.train.results import write_results
+    from mmbilevel.train.rundir import prepare_output_folder
 
     dataset, reason = _choose_dataset(args)
     logger.info("data set %s (%s)", dataset, reason)
@@ -323,6 +331,21 @@ def run(args: argparse.Namespace) -> int:
     dtype = DTYPES[args.dtype]
     out_dir = args.out or Path("runs") / f"{dataset}-{settings['model']}-{args.variant}"
 
+    run_config = _run_config(args, dataset, settings)
+    try:
+        prepare_output_folder(
+            out_dir,
+            {**run_config, **config.to_dict(), "realizations": args.realizations, "sequential": args.sequential},
+            resume=args.resume,
+            overwrite=args.overwrite,
+        )
+    except ValueError as error:
+        logger.error("%s", error)
+        return 2
+    except OSError as error:
+        logger.error("%s", error)
+        return 1
+
     flatten = settings["model"] == "ffnn"
     common = {"flatten": flatten, "data_dir": args.data_dir, "dtype": dtype}
     try:
@@ -336,7 +359,6 @@ def run(args: argparse.Namespace) -> int:
     build_model = _model_factory(settings, args.variant, args.init, input_shape, info.num_classes, dtype)
     logger.info("training on %s with %d training and %d test samples", device, len(train_data[1]), len(test_data[1]))
 
-    run_config = _run_config(args, dataset, settings)
     try:
         results, wall_seconds, batched = _train(
             args, config, build_model, train_data, test_data, device, out_dir, run_config

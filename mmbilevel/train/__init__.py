@@ -7,6 +7,7 @@ from mmbilevel.train.config import TrainConfig, build_seeded, resolve_device
 from mmbilevel.train.history import EpochRecord, History, history_csv
 from mmbilevel.train.losses import LOSSES, accuracy, get_loss
 from mmbilevel.train.optimizers import OPTIMIZERS, make_optimizer
+from mmbilevel.train.rundir import prepare_output_folder, run_files
 from mmbilevel.train.runconfig import RunConfigMismatchError, check_run_config, run_config_differences
 from mmbilevel.train.trainer import TrainResult, evaluate, train_model
 
@@ -29,8 +30,10 @@ __all__ = [
     "history_csv",
     "load_checkpoint",
     "make_optimizer",
+    "prepare_output_folder",
     "resolve_device",
     "run_config_differences",
+    "run_files",
     "save_checkpoint",
     "train_model",
 ]
