@@ -337,6 +337,15 @@ def _solve(
         x = torch.where(done, x, x_new)
         done = done | small_step | narrow
 
+    # A bracket end can fit better than x once the bracket is a few ulps wide,
+    # as next to an end where fn is infinite.
+    interior = ~(at_low | at_up)
+    fx, fa, fb = fn(x), fn(a), fn(b)
+    gap_x, gap_a, gap_b = (fx - target).abs(), (fa - target).abs(), (fb - target).abs()
+    use_a = interior & (gap_a < gap_x) & (gap_a <= gap_b)
+    use_b = interior & ~use_a & (gap_b < gap_x)
+    x = torch.where(use_a, a, torch.where(use_b, b, x))
+
     residual = _kkt_residual(fn(x), target, x, lower, upper)
     converged = bool(done.all()) and not bool(unbounded.any())
     return RootResult(root=x, iterations=iterations, residual=residual, converged=converged), lower, upper

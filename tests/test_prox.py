@@ -219,3 +219,69 @@ def test_indicator_rejects_crossed_tensor_bounds():
 def test_rejects_negative_weight(factory):
     with pytest.raises(ValueError, match=">= 0"):
         factory()
+
+
+from scipy.optimize import brentq  # noqa: E402
+
+EXTREME_INPUTS = [-math.inf, -3e38, -1e30, -1e10, -1e6, -3.0, -0.5, 0.0, 0.5, 3.0, 1e6, 1e10, 1e30, 3e38, math.inf]
+
+
+def _isru_slope_part(w: float) -> float:
+    """g̃′(1 − w) of ISRUPenalty, written in w = 1 − u to keep precision near u = 1."""
+    return (1 - w) / math.sqrt(w * (2 - w)) - (1 - w)
+
+
+def _arctan_slope_part(w: float) -> float:
+    """g̃′(1 − w) of ArctanPenalty: tan(π(1 − w)/2) − (1 − w) = 1/tan(πw/2) − (1 − w)."""
+    return 1 / math.tan(0.5 * math.pi * w) - (1 - w)
+
+
+def _penalty_prox_reference(derivative: Callable[[float], float], v: float, tau: float) -> float:
+    """Solve u + τ g̃′(u) = v in float64 by brentq on log w, w = 1 − |u|, using that g̃ is even."""
+    if v == 0:
+        return 0.0
+    if math.isinf(v):
+        return math.copysign(1.0, v)
+    target = abs(v)
+    # Solving in log w keeps brentq fast when w spans hundreds of orders of magnitude.
+    log_w = brentq(lambda s: (1 - math.exp(s)) + tau * derivative(math.exp(s)) - target, -690.0, 0.0, xtol=1e-15)
+    return math.copysign(1 - math.exp(log_w), v)
+
+
+@pytest.mark.parametrize(
+    ("g", "derivative"), [(ISRUPenalty(), _isru_slope_part), (ArctanPenalty(), _arctan_slope_part)], ids=["isru", "arctan"]
+)
+@pytest.mark.parametrize("tau", [0.5, 1.0, 3.0])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_penalty_prox_extreme_inputs(g, derivative, tau: float, dtype: torch.dtype) -> None:
+    v = torch.tensor(EXTREME_INPUTS, dtype=dtype)
+    u = g.prox(v, tau)
+    reference = torch.tensor([_penalty_prox_reference(derivative, float(x), tau) for x in v], dtype=torch.float64)
+    # The solver's tolerance is 4·eps relative; near ±1 the float grid is eps/2.
+    atol = 8 * torch.finfo(dtype).eps
+    assert bool(torch.isfinite(u).all())
+    assert bool((u.abs() <= 1).all())
+    assert bool((u[1:] >= u[:-1]).all())
+    torch.testing.assert_close(u.double(), reference, rtol=0.0, atol=atol)
+
+
+@pytest.mark.parametrize("g", [ISRUPenalty(), ArctanPenalty()], ids=["isru", "arctan"])
+@pytest.mark.parametrize("tau", [0.5, 1.0])
+def test_penalty_prox_gradient_extreme(g, tau: float) -> None:
+    v = torch.tensor([-3e38, -1e30, 3.0, 1e30, 3e38], requires_grad=True)
+    (grad,) = torch.autograd.grad(g.prox(v, tau).sum(), v)
+    assert bool(torch.isfinite(grad).all())
+
+
+def test_penalty_prox_float32_matches_float64() -> None:
+    v = torch.tensor([-3.0, 0.0, 3.0])
+    u32 = ArctanPenalty().prox(v, 0.5)
+    u64 = ArctanPenalty().prox(v.double(), 0.5)
+    torch.testing.assert_close(u32.double(), u64, rtol=0.0, atol=8 * torch.finfo(torch.float32).eps)
+
+
+def test_penalty_prox_second_order_raises() -> None:
+    v = torch.tensor([-1.0, 0.3, 2.0], dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(ArctanPenalty().prox(v, 0.5).sum(), v, create_graph=True)
+    with pytest.raises(RuntimeError, match="differentiable once only"):
+        torch.autograd.grad(grad.sum(), v)

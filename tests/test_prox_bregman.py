@@ -185,3 +185,19 @@ def test_float32_solver_matches_float64():
     assert value32.dtype == torch.float32
     # float32 roots carry a relative error of a few ulp (~1e-7).
     assert torch.allclose(value32.double(), value64, atol=1e-5)
+
+
+def test_solver_prox_second_order_raises() -> None:
+    v = torch.tensor([-1.0, 0.3, 2.0], dtype=torch.float64, requires_grad=True)
+    value = bregman_prox(legendre.get("tanh"), SquaredL2(1.0), v, 0.7).value
+    (grad,) = torch.autograd.grad(value.sum(), v, create_graph=True)
+    with pytest.raises(RuntimeError, match="differentiable once only"):
+        torch.autograd.grad(grad.sum(), v)
+
+
+def test_solver_prox_float32_arctan() -> None:
+    # float32(π/2) lies beyond π/2, which used to send every root to −1.
+    v = torch.tensor([-3.0, 0.0, 3.0])
+    result = bregman_prox(legendre.get("arctan"), ArctanPenalty(), v, 0.5)
+    reference = bregman_prox(legendre.get("arctan"), ArctanPenalty(), v.double(), 0.5).value
+    torch.testing.assert_close(result.value.double(), reference, rtol=0.0, atol=1e-6)

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from mmbilevel.prox.regularizers import L1, Indicator, Regularizer, Zero, check_step
+from mmbilevel.prox.regularizers import L1, Indicator, Regularizer, Zero, _first_order_only, check_step
 from mmbilevel.rootfind import solve_increasing
 
 if TYPE_CHECKING:
@@ -124,7 +124,8 @@ def bregman_prox(phi: Legendre, g: Regularizer, v: Tensor, tau: float | Tensor =
     Returns:
         A :class:`BregmanProxResult`. Its ``value`` is differentiable with
         respect to ``v`` and ``tau`` by autograd. Without a closed form, the
-        derivative comes from one Newton step at the solver's root.
+        derivative comes from one Newton step at the solver's root and is
+        first order only: differentiating it again raises a RuntimeError.
 
     Raises:
         ValueError: when τ ≤ 0, or dom φ does not meet dom g.
@@ -244,5 +245,11 @@ def _attach_implicit_gradient(
     sign = torch.sign(safe)
     residual = phi.grad(safe) + tau * (g.smooth_derivative(safe) + weight * sign) - v
     slope = phi.hessian(safe) + tau.detach() * g.smooth_second_derivative(safe)
-    newton = safe - residual / slope
-    return torch.where(interior, newton, root)
+    # Where the slope overflows the derivative is 0, as at an end.
+    interior = interior & torch.isfinite(slope) & (slope > 0)
+    slope = torch.where(interior, slope, torch.ones_like(slope))
+    # The value part of the step cancels exactly, so the result equals the
+    # solver's root even where its residual is large in absolute terms.
+    step = (residual - residual.detach()) / slope
+    value = torch.where(interior, root - step, root)
+    return _first_order_only(value, f"the Bregman prox of {g!r} with {getattr(phi, 'name', phi)!r}")

@@ -27,6 +27,8 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor
 
+from mmbilevel.legendre.special import log_cos_half_pi_scaled, tan_half_pi_scaled
+
 __all__ = [
     "Regularizer",
     "Zero",
@@ -73,6 +75,55 @@ def _check_weight(name: str, weight: float) -> float:
     if not (math.isfinite(weight) and weight >= 0):
         raise ValueError(f"{name} must be finite and >= 0, got {weight!r}; pass a non-negative weight")
     return float(weight)
+
+
+class _RaiseOnBackward(torch.autograd.Function):
+    """Pass a first derivative through and raise if it is differentiated again."""
+
+    @staticmethod
+    def forward(ctx, grad, anchor, message):  # type: ignore[override]
+        ctx.message = message
+        return grad.clone()
+
+    @staticmethod
+    def backward(ctx, grad_output):  # type: ignore[override]
+        raise RuntimeError(ctx.message)
+
+
+class _FirstOrderOnly(torch.autograd.Function):
+    """Identity whose gradient raises when differentiated (no second derivatives)."""
+
+    @staticmethod
+    def forward(ctx, value, message):  # type: ignore[override]
+        ctx.message = message
+        ctx.save_for_backward(value)
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, grad_output):  # type: ignore[override]
+        if torch.is_grad_enabled():
+            # Under create_graph the gradient must depend on the input, so that
+            # differentiating it reaches this node and raises.
+            (value,) = ctx.saved_tensors
+            grad_output = _RaiseOnBackward.apply(grad_output, value, ctx.message)
+        return grad_output, None
+
+
+def _first_order_only(value: Tensor, what: str) -> Tensor:
+    """Return ``value`` unchanged, with a gradient that raises when differentiated again.
+
+    The solver-based prox attaches only first derivatives (one Newton step at
+    a detached root). A double backward through it would silently miss the
+    second-order terms, so it raises a RuntimeError naming ``what`` instead.
+    """
+    if not value.requires_grad:
+        return value
+    message = (
+        f"{what} is differentiable once only: its derivative comes from one Newton step at the "
+        "solver's root, so second derivatives are not available; use a closed-form prox (for "
+        "instance τ = 1 for ISRUPenalty and ArctanPenalty) or finite differences"
+    )
+    return _FirstOrderOnly.apply(value, message)
 
 
 def _soft_threshold(v: Tensor, threshold: Tensor | float) -> Tensor:
@@ -364,11 +415,22 @@ class _ActivationPenalty(Regularizer):
                 "%s prox with step %s did not converge: residual %.3g after %d iterations",
                 type(self).__name__, tau_fixed.max().item(), result.residual, result.iterations,
             )
-        root = result.root.detach()
-        # One Newton step at the root keeps the value and gives autograd the
-        # implicit derivative du/dv = 1 / (1 + τ g̃″(u)).
-        residual = root + tau * self.smooth_derivative(root) - v
-        return root - residual / (1 + tau_fixed * self.smooth_second_derivative(root))
+        # Rounding inwards can leave the root a few ulps off; keep it inside [−1, 1].
+        root = result.root.detach().clamp(-1.0, 1.0)
+        if not (v.requires_grad or tau.requires_grad):
+            return root
+        # A Newton step at the root whose value part cancels exactly gives
+        # autograd du/dv = 1 / (1 + τ g̃″(u)) and du/dτ = −g̃′(u) / (1 + τ g̃″(u)).
+        # At u = ±1 (or where g̃″ overflows) the derivative is 0.
+        interior = root.abs() < 1
+        safe = torch.where(interior, root, torch.zeros_like(root))
+        slope = 1 + tau_fixed * self.smooth_second_derivative(safe)
+        interior = interior & torch.isfinite(slope)
+        slope = torch.where(interior, slope, torch.ones_like(slope))
+        residual = safe + tau * self.smooth_derivative(safe) - v
+        step = (residual - residual.detach()) / slope
+        value = root - torch.where(interior, step, torch.zeros_like(step))
+        return _first_order_only(value, f"the {type(self).__name__} prox with a step τ ≠ 1")
 
 
 class ISRUPenalty(_ActivationPenalty):
@@ -386,7 +448,13 @@ class ISRUPenalty(_ActivationPenalty):
         return torch.where(inside, value, torch.full_like(z, math.inf))
 
     def activation(self, v: Tensor) -> Tensor:
-        return v * torch.rsqrt(1 + v.square())
+        # v / √(1 + v²) overflows in v² for large |v|; there use sign(v) / √(1 + 1/v²).
+        large = v.abs() > 1
+        small_v = torch.where(large, torch.zeros_like(v), v)
+        large_v = torch.where(large, v, torch.ones_like(v))
+        small_value = small_v * torch.rsqrt(1 + small_v.square())
+        large_value = torch.sign(large_v) * torch.rsqrt(1 + large_v.reciprocal().square())
+        return torch.where(large, large_value, small_value)
 
     def smooth_derivative(self, u: Tensor) -> Tensor:
         return u * torch.rsqrt(1 - u.square()) - u
@@ -406,14 +474,16 @@ class ArctanPenalty(_ActivationPenalty):
     def elementwise(self, z: Tensor) -> Tensor:
         inside = z.abs() < 1
         safe = torch.where(inside, z, torch.zeros_like(z))
-        value = -(2 / math.pi) * torch.log(torch.cos(0.5 * math.pi * safe)) - 0.5 * safe.square()
+        value = (2 / math.pi) * log_cos_half_pi_scaled(safe) - 0.5 * safe.square()
         return torch.where(inside, value, torch.full_like(z, math.inf))
 
     def activation(self, v: Tensor) -> Tensor:
         return (2 / math.pi) * torch.atan(v)
 
+    # tan(πu/2) via `tan_half_pi_scaled`: plain torch.tan of the rounded
+    # product πu/2 changes sign one ulp before u = ±1 in float32.
     def smooth_derivative(self, u: Tensor) -> Tensor:
-        return torch.tan(0.5 * math.pi * u) - u
+        return tan_half_pi_scaled(u) - u
 
     def smooth_second_derivative(self, u: Tensor) -> Tensor:
-        return 0.5 * math.pi / torch.cos(0.5 * math.pi * u).square() - 1
+        return 0.5 * math.pi * (1 + tan_half_pi_scaled(u).square()) - 1
