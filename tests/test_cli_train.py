@@ -262,3 +262,11 @@ def test_cli_resume_overwrite_exclusive(tmp_path, capsys):
         main(spiral_args(tmp_path / "run", "--resume", "--overwrite"))
     assert raised.value.code == 2
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_cli_divergence_exit_status(tmp_path, caplog):
+    out = tmp_path / "run"
+    status = main(spiral_args(out, "--activation", "euclidean", "--variant", "standard", "--lr", "1000"))
+    assert status == 3
+    assert read_results(out)["diverged"] is True
+    assert "lower --lr" in caplog.text

@@ -21,10 +21,12 @@ from mmbilevel.train import (
     evaluate,
     get_loss,
     history_csv,
+    load_checkpoint,
     make_optimizer,
     resolve_device,
     train_model,
 )
+from mmbilevel.train.batched import train_batched
 from mmbilevel.train.results import summarize, write_results
 from mmbilevel.train.trainer import epoch_batches
 
@@ -340,3 +342,45 @@ def test_history_from_results_json(tmp_path):
     rebuilt = History.from_dict(document["history"])
     assert math.isnan(rebuilt.last.test_loss)
     assert rebuilt.column("train_loss") == [1.0, 0.5]
+
+
+def test_train_stops_on_divergence(caplog):
+    # The squared loss at lr 1e6 overflows float64 in epoch 3 (losses 0.46,
+    # 5e105, 5e213, then inf).
+    config = TrainConfig(epochs=20, lr=1e6, batch_size=16, loss="squared")
+    result = train_model(build_seeded(make_mlp, 0), toy_data(), None, config)
+    assert result.diverged_epoch == 3
+    assert result.history.last.epoch == 3
+    assert "training diverged at epoch 3" in caplog.text
+    assert "--lr" in caplog.text
+
+
+def test_divergence_keeps_finite_checkpoint(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    config = TrainConfig(epochs=20, lr=1e6, batch_size=16, loss="squared")
+    train_model(build_seeded(make_mlp, 0), toy_data(), None, config, checkpoint_path=path)
+    state = load_checkpoint(path)
+    assert state["epoch"] == 2
+    assert all(torch.isfinite(tensor).all() for tensor in state["model"].values())
+
+
+def test_batched_divergence_stops_history(caplog):
+    config = TrainConfig(epochs=5, lr=1e6, batch_size=16, loss="squared")
+    result = train_batched(make_mlp, toy_data(), None, config, seeds=[0, 1], device="cpu")
+    assert result.diverged_epochs[0] is not None
+    assert len(result.histories[0]) == result.diverged_epochs[0] + 1
+    assert "training diverged" in caplog.text
+
+
+def test_finished_run_not_diverged():
+    result = train_model(build_seeded(make_mlp, 0), toy_data(), None, TrainConfig(epochs=1, batch_size=16))
+    assert not result.diverged
+
+
+def test_results_mark_divergence(tmp_path):
+    config = TrainConfig(epochs=5, lr=1e6, batch_size=16, loss="squared")
+    result = train_model(build_seeded(make_mlp, 0), toy_data(), None, config)
+    paths = write_results(tmp_path, [result], config, wall_seconds=0.0, device="cpu")
+    document = json.loads(paths["json"].read_text())
+    assert document["diverged"] is True
+    assert document["realizations"][0]["diverged_epoch"] == 3

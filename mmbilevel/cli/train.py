@@ -28,6 +28,16 @@ MODEL_NAMES = ("ffnn", "cnn")
 INIT_NAMES = ("random", "deterministic")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
+EXIT_DIVERGED = 3
+EXIT_STATUS_HELP = """exit status:
+  0  success
+  1  data set files missing or corrupt
+  2  invalid or conflicting settings, a --resume whose settings differ from the
+     stored run, or an --out that contains another run
+  3  training diverged (NaN or infinite loss); the results are written with
+     "diverged": true
+"""
+
 
 @dataclass(frozen=True)
 class DatasetDefaults:
@@ -120,7 +130,7 @@ def _defaults_help() -> str:
             f"--epochs {defaults.epochs} --lr {defaults.lr:g} --batch-size {defaults.batch_size} "
             f"--optimizer {defaults.optimizer} --loss {defaults.loss}"
         )
-    return "defaults per data set, for the options left unset:\n  " + "\n  ".join(lines)
+    return "defaults per data set, for the options left unset:\n  " + "\n  ".join(lines) + "\n\n" + EXIT_STATUS_HELP
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -308,8 +318,9 @@ def run(args: argparse.Namespace) -> int:
     """Run ``mmbilevel train`` and return the exit status.
 
     The status is 0 on success, 1 when the data set files are missing or
-    corrupt, and 2 for settings that cannot go together (for example
-    ``--model cnn`` on two-spiral, or ``--device cuda`` without CUDA).
+    corrupt, 2 for settings that cannot go together (for example
+    ``--model cnn`` on two-spiral, or ``--device cuda`` without CUDA), and 3
+    when a realization diverged (see ``EXIT_STATUS_HELP``).
     """
     from mmbilevel.data import DATASETS, DataFormatError, DatasetNotFoundError, prepare
     from mmbilevel.train import TrainConfig, resolve_device
@@ -383,6 +394,13 @@ def run(args: argparse.Namespace) -> int:
     }
     paths = write_results(out_dir, results, config, wall_seconds=wall_seconds, device=str(device), run=run_settings)
     _print_summary(dataset, reason, run_settings, config, results, wall_seconds, device, paths)
+    diverged = [result.seed for result in results if result.diverged]
+    if diverged:
+        logger.error(
+            "training diverged for seed(s) %s, whose final metrics are NaN; see the errors above and "
+            "rerun with a lower --lr than %g", ", ".join(map(str, diverged)), config.lr,
+        )
+        return EXIT_DIVERGED
     return 0
 
 
@@ -407,4 +425,7 @@ def _print_summary(dataset, reason, run_settings, config, results, wall_seconds,
             f"{split}: loss {mean[f'{split}_loss']:.4f} ± {std[f'{split}_loss']:.4f}, "
             f"accuracy {mean[f'{split}_accuracy']:.4f} ± {std[f'{split}_accuracy']:.4f}"
         )
+    for result in results:
+        if result.diverged:
+            print(f"seed {result.seed}: diverged at epoch {result.diverged_epoch} (NaN or infinite loss)")
     print(f"results: {paths['json']} and {paths['csv']}")

@@ -45,6 +45,7 @@ from mmbilevel.train.trainer import (
     TrainData,
     TrainResult,
     _check_resume_config,
+    _log_divergence,
     _log_epoch,
     as_tensor_pair,
     progress_enabled,
@@ -78,6 +79,9 @@ class BatchedResult:
         device: device the realizations were trained on.
         params: stacked parameters, each of shape ``(R, *shape)``.
         buffers: stacked buffers, each of shape ``(R, *shape)``.
+        template: the module whose architecture every realization shares.
+        diverged_epochs: per realization, the epoch at which its loss became
+            NaN or infinite and its history stopped, or None.
     """
 
     histories: list[History]
@@ -87,6 +91,7 @@ class BatchedResult:
     params: dict[str, torch.Tensor] = field(repr=False)
     buffers: dict[str, torch.Tensor] = field(repr=False)
     template: nn.Module = field(repr=False)
+    diverged_epochs: list[int | None] = field(default_factory=list)
 
     def model(self, index: int) -> nn.Module:
         """Return a standalone copy of realization ``index`` with its trained weights."""
@@ -106,8 +111,9 @@ class BatchedResult:
         Each result's ``seconds`` is the wall time of the whole batch, since
         the realizations were not timed separately.
         """
+        diverged_epochs = self.diverged_epochs or [None] * len(self.seeds)
         return [
-            TrainResult(history, seed, self.seconds, self.device, self.model(index))
+            TrainResult(history, seed, self.seconds, self.device, self.model(index), diverged_epochs[index])
             for index, (history, seed) in enumerate(zip(self.histories, self.seeds))
         ]
 
@@ -251,8 +257,13 @@ def train_batched(
             (data, architecture, dtype), stored in the checkpoint and
             compared on resume as in :func:`~mmbilevel.train.train_model`.
 
+    A realization whose full-set training loss becomes NaN or infinite
+    after an epoch is logged as an error and its history stops there, while
+    the others go on; training ends early when every realization diverged.
+
     Returns:
-        Per-realization histories and the stacked trained parameters.
+        Per-realization histories, the stacked trained parameters and the
+        epoch at which each realization diverged, if it did.
 
     Raises:
         BatchingUnsupportedError: the model's forward pass cannot run under
@@ -322,29 +333,46 @@ def train_batched(
         seconds_before = state["seconds"]
         logger.info("resumed %d realizations from %s at epoch %d", len(seeds), checkpoint_path, start_epoch)
 
+    # A realization whose history ends on a non-finite loss diverged before
+    # the checkpoint was written.
+    diverged_epochs: list[int | None] = [
+        history.last.epoch if history.records and not math.isfinite(history.last.train_loss) else None
+        for history in histories
+    ]
+
     def record_epoch(epoch: int, tic: float) -> None:
         train_loss, train_acc = stacked.evaluate(params, buffers, train_pair, config.eval_batch_size)
         test_loss = test_acc = [math.nan] * len(seeds)
         if test_pair is not None:
             test_loss, test_acc = stacked.evaluate(params, buffers, test_pair, config.eval_batch_size)
         seconds = time.perf_counter() - tic
-        for index, history in enumerate(histories):
+
+        # Diverged realizations stay in the stack, since vmap needs every
+        # slice, but their histories stop at the epoch they diverged.
+        active = [index for index, diverged in enumerate(diverged_epochs) if diverged is None]
+        for index in active:
             record = EpochRecord(
                 epoch, train_loss[index], train_acc[index], test_loss[index], test_acc[index], seconds
             )
-            history.append(record)
-        diverged = [seed for seed, loss in zip(seeds, train_loss) if not math.isfinite(loss)]
-        if diverged and epoch == config.epochs:
-            logger.warning("training loss is not finite at epoch %d for seeds %s", epoch, diverged)
+            histories[index].append(record)
+            if not math.isfinite(train_loss[index]):
+                diverged_epochs[index] = epoch
+                # The batch checkpoint keeps the other realizations going, so
+                # it is not a finite state of this one: no path is named.
+                _log_divergence(f"seed {seeds[index]}", epoch, train_loss[index], config, None)
+
+        finite = [index for index in active if diverged_epochs[index] is None]
+        if not finite:
+            return
         mean = EpochRecord(
             epoch,
-            sum(train_loss) / len(seeds),
-            sum(train_acc) / len(seeds),
-            sum(test_loss) / len(seeds),
-            sum(test_acc) / len(seeds),
+            sum(train_loss[index] for index in finite) / len(finite),
+            sum(train_acc[index] for index in finite) / len(finite),
+            sum(test_loss[index] for index in finite) / len(finite),
+            sum(test_acc[index] for index in finite) / len(finite),
             seconds,
         )
-        _log_epoch(mean, config.epochs, f"mean of {len(seeds)} realizations: ")
+        _log_epoch(mean, config.epochs, f"mean of {len(finite)} realizations: ")
 
     def save(epoch: int, seconds: float) -> None:
         save_checkpoint(
@@ -381,6 +409,8 @@ def train_batched(
         total=config.epochs,
     )
     for epoch in epochs_bar:
+        if all(diverged is not None for diverged in diverged_epochs):
+            break
         tic = time.perf_counter()
         orders = torch.stack([torch.randperm(n, generator=generator) for generator in generators]).to(device)
         for index in torch.split(orders, config.batch_size, dim=1):
@@ -398,4 +428,6 @@ def train_batched(
     if checkpoint_path is not None and config.epochs == start_epoch == 0:
         save(0, total_seconds)
     final_params = {name: tensor.detach() for name, tensor in params.items()}
-    return BatchedResult(histories, seeds, total_seconds, str(device), final_params, dict(buffers), template)
+    return BatchedResult(
+        histories, seeds, total_seconds, str(device), final_params, dict(buffers), template, diverged_epochs
+    )

@@ -72,7 +72,10 @@ def results_document(
     - ``config``: the training settings;
     - ``final`` and ``final_std``: mean and standard deviation of the final
       metrics over the realizations;
-    - ``realizations``: each seed with its final metrics and full history;
+    - ``realizations``: each seed with its final metrics, full history and
+      ``diverged_epoch``, the epoch at which its loss became NaN or
+      infinite and training stopped (null when it finished);
+    - ``diverged``: whether any realization diverged;
     - ``wall_seconds``, ``device``, ``torch_version``, ``mmbilevel_version``
       and ``python_version``.
 
@@ -89,10 +92,12 @@ def results_document(
                 "seed": result.seed,
                 "final": result.final_metrics(),
                 "seconds": result.seconds,
+                "diverged_epoch": result.diverged_epoch,
                 "history": result.history.to_dict(),
             }
             for result in results
         ],
+        "diverged": any(result.diverged for result in results),
         "wall_seconds": wall_seconds,
         "device": device,
         "torch_version": torch.__version__,

@@ -62,6 +62,8 @@ class TrainResult:
         seconds: wall time of all epochs, summed over resumed parts.
         device: device the model was trained on.
         model: the trained model (None when not kept).
+        diverged_epoch: the epoch at which the loss became NaN or infinite
+            and training stopped, or None when training finished.
     """
 
     history: History
@@ -69,6 +71,12 @@ class TrainResult:
     seconds: float
     device: str
     model: nn.Module | None = field(default=None, repr=False)
+    diverged_epoch: int | None = None
+
+    @property
+    def diverged(self) -> bool:
+        """Whether training stopped early on a NaN or infinite loss."""
+        return self.diverged_epoch is not None
 
     def final_metrics(self) -> dict[str, float]:
         """Return the train and test loss and accuracy after the last epoch."""
@@ -235,6 +243,26 @@ def _log_epoch(record: EpochRecord, epochs: int, label: str) -> None:
     )
 
 
+def _log_divergence(
+    label: str, epoch: int, loss: float, config: TrainConfig, checkpoint_path: str | Path | None
+) -> None:
+    """Log, as an error, that a realization diverged and how to avoid it."""
+    kept = f"; the last finite checkpoint is kept in {checkpoint_path}" if checkpoint_path is not None else ""
+    if epoch == 0:
+        logger.error(
+            "%s: the loss of the untrained model is %s, so training did not start; "
+            "check the inputs for NaN or infinite values and the initialisation",
+            label, loss,
+        )
+        return
+    logger.error(
+        "%s: training diverged at epoch %d (training loss %s), so this realization stopped there%s. "
+        "A learning rate that is too large is the usual cause: rerun with a lower learning rate "
+        "than %g (--lr), into another folder or with --overwrite",
+        label, epoch, loss, kept, config.lr,
+    )
+
+
 def _batch_bar(batches: Iterable, show: bool, epoch: int) -> Iterable:
     """Wrap an epoch's batches in a transient tqdm bar when the epoch is long."""
     try:
@@ -291,8 +319,13 @@ def train_model(
             checkpoint, and resuming with other values raises
             :class:`~mmbilevel.train.RunConfigMismatchError`.
 
+    Training stops early when a mini-batch loss or the full-set training
+    loss after an epoch is NaN or infinite. That epoch is the last of the
+    history, no checkpoint is written for it, and an error is logged.
+
     Returns:
-        The history, timings and the trained model.
+        The history, timings, the trained model and, when training
+        diverged, the epoch at which it did (``diverged_epoch``).
     """
     config = TrainConfig() if config is None else config
     if checkpoint_every < 1:
@@ -346,8 +379,6 @@ def train_model(
         seconds = time.perf_counter() - tic
         record = EpochRecord(epoch, train_loss, train_acc, test_loss, test_acc, seconds)
         history.append(record)
-        if not math.isfinite(train_loss):
-            logger.warning("seed %d: training loss is %s at epoch %d", config.seed, train_loss, epoch)
         return record
 
     def save(epoch: int, seconds: float) -> None:
@@ -368,15 +399,26 @@ def train_model(
             },
         )
 
+    # Set when a mini-batch loss is NaN or infinite. A tensor flag avoids a
+    # device synchronization per step, and it is read once per epoch.
+    nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+
     def step(inputs: torch.Tensor, labels: torch.Tensor) -> None:
+        nonlocal nonfinite
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(model(inputs), labels)
+        nonfinite = nonfinite | ~torch.isfinite(loss.detach())
         loss.backward()
         optimizer.step()
 
+    diverged_epoch = None
+
     run_start = time.perf_counter()
     if start_epoch == 0 and not history.records:
-        _log_epoch(record_epoch(0, time.perf_counter()), config.epochs, f"seed {config.seed}: ")
+        record = record_epoch(0, time.perf_counter())
+        _log_epoch(record, config.epochs, f"seed {config.seed}: ")
+        if not math.isfinite(record.train_loss):
+            diverged_epoch = 0
 
     show = progress_enabled(progress)
     epochs_bar = tqdm(
@@ -389,6 +431,8 @@ def train_model(
     )
     model.train()
     for epoch in epochs_bar:
+        if diverged_epoch is not None:
+            break
         tic = time.perf_counter()
         if pair is not None:
             batches = epoch_batches(train[0].shape[0], config.batch_size, generator)
@@ -399,6 +443,11 @@ def train_model(
             for inputs, labels in _batch_bar(train, show, epoch):
                 step(inputs.to(device), labels.to(device).long())
         record = record_epoch(epoch, tic)
+        if bool(nonfinite) or not math.isfinite(record.train_loss):
+            # The weights are no longer finite, so no checkpoint is saved:
+            # the last one on disk is the last finite state.
+            diverged_epoch = epoch
+            break
         epochs_bar.set_postfix(loss=f"{record.train_loss:.4g}", acc=f"{record.train_accuracy:.3f}")
         _log_epoch(record, config.epochs, f"seed {config.seed}: ")
         if checkpoint_path is not None and (epoch % checkpoint_every == 0 or epoch == config.epochs):
@@ -408,4 +457,6 @@ def train_model(
     total_seconds = seconds_before + time.perf_counter() - run_start
     if checkpoint_path is not None and config.epochs == start_epoch == 0:
         save(0, total_seconds)
-    return TrainResult(history, config.seed, total_seconds, str(device), model)
+    if diverged_epoch is not None:
+        _log_divergence(f"seed {config.seed}", diverged_epoch, history.last.train_loss, config, checkpoint_path)
+    return TrainResult(history, config.seed, total_seconds, str(device), model, diverged_epoch)
