@@ -270,3 +270,52 @@ def test_cli_divergence_exit_status(tmp_path, caplog):
     assert status == 3
     assert read_results(out)["diverged"] is True
     assert "lower --lr" in caplog.text
+
+
+def test_cli_out_file_error_line(tmp_path, caplog):
+    out = tmp_path / "file"
+    out.write_text("")
+    assert main(spiral_args(out)) == 1
+    errors = [record for record in caplog.records if record.levelname == "ERROR"]
+    assert len(errors) == 1
+    assert "is an existing file" in errors[0].getMessage()
+    assert errors[0].exc_info is None
+
+
+def test_cli_interrupt_exit_status(tmp_path, caplog, monkeypatch):
+    import mmbilevel.cli.train as train_cli
+    from mmbilevel.train import TrainingInterrupted
+
+    checkpoint = tmp_path / "run" / "checkpoint-seed0.pt"
+
+    def interrupted(*args, **kwargs):
+        raise TrainingInterrupted(checkpoint, 2)
+
+    monkeypatch.setattr(train_cli, "_train", interrupted)
+    assert main(spiral_args(tmp_path / "run")) == 130
+    assert f"epoch 2 is saved in {checkpoint}" in caplog.text
+    assert "--resume" in caplog.text
+
+
+def test_cli_interrupt_then_resume(tmp_path, monkeypatch):
+    import mmbilevel.train.trainer as trainer
+
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    main(spiral_args(straight, "--epochs", "3", "--checkpoint-every", "10"))
+
+    original = trainer.epoch_batches
+    calls = []
+
+    def interrupt_epoch_3(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "epoch_batches", interrupt_epoch_3)
+    assert main(spiral_args(resumed, "--epochs", "3", "--checkpoint-every", "10")) == 130
+    monkeypatch.setattr(trainer, "epoch_batches", original)
+    assert main(spiral_args(resumed, "--epochs", "3", "--checkpoint-every", "10", "--resume")) == 0
+    first = read_results(straight)["realizations"][0]["history"]
+    second = read_results(resumed)["realizations"][0]["history"]
+    assert first["train_loss"] == second["train_loss"]

@@ -11,6 +11,7 @@ from torch import nn
 from mmbilevel.train import (
     RunConfigMismatchError,
     TrainConfig,
+    TrainingInterrupted,
     build_seeded,
     prepare_output_folder,
     run_config_differences,
@@ -337,3 +338,60 @@ def test_output_folder_is_file(tmp_path):
     path.write_text("")
     with pytest.raises(NotADirectoryError, match="existing file"):
         prepare_output_folder(path, {"seed": 0})
+
+
+# Interrupts.
+
+
+def test_interrupt_saves_last_epoch(tmp_path):
+    data = toy_data()
+    config = TrainConfig(epochs=4, lr=0.05, batch_size=7, optimizer="adam", seed=3)
+    straight = train_model(build_seeded(make_mlp, 3), data, data, config)
+
+    calls = []
+
+    class InterruptInEpoch3(nn.Module):
+        # An epoch of 60 samples in batches of 7 has 9 training forwards plus
+        # 2 evaluation forwards, 11 in all; epoch 0 has the 2 evaluations.
+        def __init__(self):
+            super().__init__()
+            self.inner = build_seeded(make_mlp, 3)
+
+        def forward(self, inputs):
+            calls.append(1)
+            if len(calls) == 2 + 2 * 11 + 4:
+                raise KeyboardInterrupt
+            return self.inner(inputs)
+
+    path = tmp_path / "checkpoint.pt"
+    with pytest.raises(TrainingInterrupted) as raised:
+        train_model(InterruptInEpoch3(), data, data, config, checkpoint_path=path, checkpoint_every=10)
+    assert raised.value.epoch == 2
+    assert load_checkpoint(path)["epoch"] == 2
+
+    model = InterruptInEpoch3()
+    calls.append(-1)  # past the interrupt
+    resumed = train_model(model, data, data, config, checkpoint_path=path, resume=True)
+    assert straight.history.column("train_loss") == resumed.history.column("train_loss")
+
+
+def test_interrupt_batched_saves(tmp_path):
+    data = toy_data()
+    config = TrainConfig(epochs=3, batch_size=7)
+    path = tmp_path / "batched.pt"
+    original = torch.randperm
+    calls = []
+
+    def interrupting_randperm(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # the order of epoch 2 for the first seed
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch, "randperm", interrupting_randperm)
+        with pytest.raises(TrainingInterrupted) as raised:
+            train_batched(make_mlp, data, None, config, seeds=[0, 1], device="cpu", checkpoint_path=path,
+                          checkpoint_every=5)
+    assert raised.value.epoch == 1
+    assert load_checkpoint(path)["epoch"] == 1

@@ -29,13 +29,17 @@ INIT_NAMES = ("random", "deterministic")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 EXIT_DIVERGED = 3
+EXIT_INTERRUPTED = 130
 EXIT_STATUS_HELP = """exit status:
-  0  success
-  1  data set files missing or corrupt
-  2  invalid or conflicting settings, a --resume whose settings differ from the
-     stored run, or an --out that contains another run
-  3  training diverged (NaN or infinite loss); the results are written with
-     "diverged": true
+  0    success
+  1    data set files missing or corrupt, or a file that cannot be read or
+       written (for example an --out that names a file)
+  2    invalid or conflicting settings, a --resume whose settings differ from
+       the stored run, or an --out that contains another run
+  3    training diverged (NaN or infinite loss); the results are written with
+       "diverged": true
+  130  interrupted (Ctrl-C); the state after the last finished epoch is saved,
+       and the same command with --resume continues the run
 """
 
 
@@ -318,10 +322,44 @@ def run(args: argparse.Namespace) -> int:
     """Run ``mmbilevel train`` and return the exit status.
 
     The status is 0 on success, 1 when the data set files are missing or
-    corrupt, 2 for settings that cannot go together (for example
-    ``--model cnn`` on two-spiral, or ``--device cuda`` without CUDA), and 3
-    when a realization diverged (see ``EXIT_STATUS_HELP``).
+    corrupt or a file cannot be read or written, 2 for settings that cannot
+    go together (for example ``--model cnn`` on two-spiral, or ``--device
+    cuda`` without CUDA), 3 when a realization diverged and 130 on Ctrl-C
+    (see ``EXIT_STATUS_HELP``). Errors are logged as one line each, with
+    the traceback at debug level (``-vv``).
     """
+    from mmbilevel.data import DataFormatError, DatasetNotFoundError
+    from mmbilevel.train import TrainingInterrupted
+
+    try:
+        return _run(args)
+    except TrainingInterrupted as interrupt:
+        if interrupt.epoch is None:
+            logger.error("interrupted before the first epoch finished; no checkpoint was written")
+        else:
+            logger.error(
+                "interrupted: the state after epoch %d is saved in %s; to continue, rerun the same "
+                "command with --resume", interrupt.epoch, interrupt.checkpoint_path,
+            )
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        logger.error("interrupted; to continue from the checkpoints in --out, if any, rerun the same command with --resume")
+        return EXIT_INTERRUPTED
+    except (DatasetNotFoundError, DataFormatError) as error:
+        logger.debug("traceback", exc_info=True)
+        logger.error("%s", error)
+        return 1
+    except ValueError as error:
+        logger.debug("traceback", exc_info=True)
+        logger.error("%s", error)
+        return 2
+    except OSError as error:
+        logger.debug("traceback", exc_info=True)
+        logger.error("%s", error)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     from mmbilevel.data import DATASETS, DataFormatError, DatasetNotFoundError, prepare
     from mmbilevel.train import TrainConfig, resolve_device
     from mmbilevel.train.results import write_results
@@ -343,19 +381,12 @@ def run(args: argparse.Namespace) -> int:
     out_dir = args.out or Path("runs") / f"{dataset}-{settings['model']}-{args.variant}"
 
     run_config = _run_config(args, dataset, settings)
-    try:
-        prepare_output_folder(
-            out_dir,
-            {**run_config, **config.to_dict(), "realizations": args.realizations, "sequential": args.sequential},
-            resume=args.resume,
-            overwrite=args.overwrite,
-        )
-    except ValueError as error:
-        logger.error("%s", error)
-        return 2
-    except OSError as error:
-        logger.error("%s", error)
-        return 1
+    prepare_output_folder(
+        out_dir,
+        {**run_config, **config.to_dict(), "realizations": args.realizations, "sequential": args.sequential},
+        resume=args.resume,
+        overwrite=args.overwrite,
+    )
 
     flatten = settings["model"] == "ffnn"
     common = {"flatten": flatten, "data_dir": args.data_dir, "dtype": dtype}
@@ -370,13 +401,9 @@ def run(args: argparse.Namespace) -> int:
     build_model = _model_factory(settings, args.variant, args.init, input_shape, info.num_classes, dtype)
     logger.info("training on %s with %d training and %d test samples", device, len(train_data[1]), len(test_data[1]))
 
-    try:
-        results, wall_seconds, batched = _train(
-            args, config, build_model, train_data, test_data, device, out_dir, run_config
-        )
-    except ValueError as error:
-        logger.error("%s", error)
-        return 2
+    results, wall_seconds, batched = _train(
+        args, config, build_model, train_data, test_data, device, out_dir, run_config
+    )
 
     run_settings = {
         "dataset": dataset,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mmbilevel.train.checkpoint import atomic_write, atomic_write_json, atomic_write_text, load_checkpoint, save_checkpoint
+from mmbilevel.train.checkpoint import TrainingInterrupted, atomic_write, atomic_write_json, atomic_write_text, load_checkpoint, save_checkpoint
 from mmbilevel.train.config import TrainConfig, build_seeded, resolve_device
 from mmbilevel.train.history import EpochRecord, History, history_csv
 from mmbilevel.train.losses import LOSSES, accuracy, get_loss
@@ -19,6 +19,7 @@ __all__ = [
     "History",
     "TrainConfig",
     "TrainResult",
+    "TrainingInterrupted",
     "accuracy",
     "atomic_write",
     "atomic_write_json",

@@ -35,7 +35,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 from tqdm.auto import tqdm
 
-from mmbilevel.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from mmbilevel.train.checkpoint import PendingCheckpoint, load_checkpoint, rng_state, set_rng_state
 from mmbilevel.train.config import TrainConfig, build_seeded, resolve_device
 from mmbilevel.train.history import EpochRecord, History
 from mmbilevel.train.losses import LossFn, get_loss
@@ -247,7 +247,9 @@ def train_batched(
         seeds: explicit seed of each realization.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or a ``torch.device``.
         checkpoint_path: file to save a checkpoint of the whole batch into
-            every ``checkpoint_every`` epochs and after the last one.
+            every ``checkpoint_every`` epochs and after the last one. On
+            Ctrl-C, the state after the last finished epoch is saved there
+            when it was not yet, and ``TrainingInterrupted`` is raised.
         checkpoint_every: checkpoint period in epochs, ≥ 1.
         resume: continue from ``checkpoint_path`` when that file exists.
             Settings that differ from the checkpoint's (``epochs`` excepted)
@@ -374,32 +376,37 @@ def train_batched(
         )
         _log_epoch(mean, config.epochs, f"mean of {len(finite)} realizations: ")
 
-    def save(epoch: int, seconds: float) -> None:
-        save_checkpoint(
-            checkpoint_path,
-            {
-                "format": CHECKPOINT_FORMAT,
-                "epoch": epoch,
-                "config": config.to_dict(),
-                "run": run_config,
-                "seeds": seeds,
-                "params": {name: tensor.detach() for name, tensor in params.items()},
-                "buffers": dict(buffers),
-                "optimizer": optimizer.state_dict(),
-                "histories": [history.to_dict() for history in histories],
-                "generators": [generator.get_state() for generator in generators],
-                "rng": rng_state(),
-                "seconds": seconds,
-            },
-        )
+    def checkpoint_state(epoch: int, seconds: float) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "epoch": epoch,
+            "config": config.to_dict(),
+            "run": run_config,
+            "seeds": seeds,
+            "params": {name: tensor.detach() for name, tensor in params.items()},
+            "buffers": dict(buffers),
+            "optimizer": optimizer.state_dict(),
+            "histories": [history.to_dict() for history in histories],
+            "generators": [generator.get_state() for generator in generators],
+            "rng": rng_state(),
+            "seconds": seconds,
+        }
+
+    checkpoint = PendingCheckpoint(checkpoint_path, start_epoch if start_epoch > 0 else None)
+
+    def finish_epoch(epoch: int) -> None:
+        if checkpoint_path is None:
+            return
+        state = checkpoint_state(epoch, seconds_before + time.perf_counter() - run_start)
+        if epoch > 0 and (epoch % checkpoint_every == 0 or epoch == config.epochs):
+            checkpoint.save(state)
+        else:
+            checkpoint.hold(state)
 
     inputs, labels = train_pair
     n = inputs.shape[0]
     _check_batchable(stacked, params, buffers, inputs, labels, len(seeds))
     run_start = time.perf_counter()
-    if start_epoch == 0 and not histories[0].records:
-        record_epoch(0, time.perf_counter())
-
     epochs_bar = tqdm(
         range(start_epoch + 1, config.epochs + 1),
         desc=f"{len(seeds)} realizations",
@@ -408,25 +415,32 @@ def train_batched(
         initial=start_epoch,
         total=config.epochs,
     )
-    for epoch in epochs_bar:
-        if all(diverged is not None for diverged in diverged_epochs):
-            break
-        tic = time.perf_counter()
-        orders = torch.stack([torch.randperm(n, generator=generator) for generator in generators]).to(device)
-        for index in torch.split(orders, config.batch_size, dim=1):
-            grads = stacked.gradients(params, buffers, inputs[index], labels[index])
-            for tensor, grad in zip(params.values(), grads):
-                tensor.grad = grad
-            optimizer.step()
-        record_epoch(epoch, tic)
-        epochs_bar.set_postfix(loss=f"{sum(h.last.train_loss for h in histories) / len(seeds):.4g}")
-        if checkpoint_path is not None and (epoch % checkpoint_every == 0 or epoch == config.epochs):
-            save(epoch, seconds_before + time.perf_counter() - run_start)
+    try:
+        if start_epoch == 0 and not histories[0].records:
+            record_epoch(0, time.perf_counter())
+            finish_epoch(0)
+
+        for epoch in epochs_bar:
+            if all(diverged is not None for diverged in diverged_epochs):
+                break
+            tic = time.perf_counter()
+            orders = torch.stack([torch.randperm(n, generator=generator) for generator in generators]).to(device)
+            for index in torch.split(orders, config.batch_size, dim=1):
+                grads = stacked.gradients(params, buffers, inputs[index], labels[index])
+                for tensor, grad in zip(params.values(), grads):
+                    tensor.grad = grad
+                optimizer.step()
+            record_epoch(epoch, tic)
+            epochs_bar.set_postfix(loss=f"{sum(h.last.train_loss for h in histories) / len(seeds):.4g}")
+            finish_epoch(epoch)
+    except KeyboardInterrupt:
+        epochs_bar.close()
+        raise checkpoint.interrupted() from None
     epochs_bar.close()
 
     total_seconds = seconds_before + time.perf_counter() - run_start
     if checkpoint_path is not None and config.epochs == start_epoch == 0:
-        save(0, total_seconds)
+        checkpoint.save(checkpoint_state(0, total_seconds))
     final_params = {name: tensor.detach() for name, tensor in params.items()}
     return BatchedResult(
         histories, seeds, total_seconds, str(device), final_params, dict(buffers), template, diverged_epochs

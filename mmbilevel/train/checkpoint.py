@@ -9,6 +9,7 @@ leaves no partial file behind.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -25,6 +26,8 @@ __all__ = [
     "atomic_write_json",
     "save_checkpoint",
     "load_checkpoint",
+    "PendingCheckpoint",
+    "TrainingInterrupted",
     "rng_state",
     "set_rng_state",
 ]
@@ -136,3 +139,59 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["cpu"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped on Ctrl-C after saving the state it had reached.
+
+    A ``KeyboardInterrupt``, so code that does not know this class still
+    stops as on any interrupt.
+
+    Attributes:
+        checkpoint_path: the checkpoint file, or None when none was asked for.
+        epoch: the epoch of the checkpoint on disk, or None when none was written.
+    """
+
+    def __init__(self, checkpoint_path: Path | None, epoch: int | None) -> None:
+        super().__init__(f"training interrupted; checkpoint {checkpoint_path} at epoch {epoch}")
+        self.checkpoint_path = checkpoint_path
+        self.epoch = epoch
+
+
+class PendingCheckpoint:
+    """Checkpoint writer that also keeps the last finished epoch's state in memory.
+
+    Between two periodic saves, the state after each finished epoch is
+    copied here, so that an interrupt can still save a consistent state.
+    The weights in the middle of an epoch would not match the recorded
+    history and the batch-order generator.
+
+    Args:
+        path: checkpoint file, or None to keep nothing.
+        saved_epoch: epoch of the checkpoint already on disk, if any.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None, saved_epoch: int | None = None) -> None:
+        self.path = None if path is None else Path(path)
+        self.saved_epoch = saved_epoch
+        self._state: dict[str, Any] | None = None
+
+    def save(self, state: dict[str, Any]) -> None:
+        """Write ``state`` to the checkpoint file now."""
+        if self.path is None:
+            return
+        save_checkpoint(self.path, state)
+        self.saved_epoch = state["epoch"]
+        self._state = None
+
+    def hold(self, state: dict[str, Any]) -> None:
+        """Keep a copy of ``state`` to write if training is interrupted before the next save."""
+        if self.path is not None:
+            self._state = copy.deepcopy(state)
+
+    def interrupted(self) -> TrainingInterrupted:
+        """Write the state held in memory, if any, and return the exception to raise."""
+        if self._state is not None:
+            self.save(self._state)
+            logger.info("interrupted: saved checkpoint %s at epoch %d", self.path, self.saved_epoch)
+        return TrainingInterrupted(self.path, self.saved_epoch)

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from mmbilevel.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from mmbilevel.train.checkpoint import PendingCheckpoint, load_checkpoint, rng_state, set_rng_state
 from mmbilevel.train.config import TrainConfig
 from mmbilevel.train.history import EpochRecord, History
 from mmbilevel.train.losses import LossFn, accuracy, get_loss
@@ -303,7 +303,10 @@ def train_model(
         test: optional test split, in the same forms.
         config: training settings; ``TrainConfig()`` when None.
         checkpoint_path: file to save a checkpoint into every
-            ``checkpoint_every`` epochs and after the last epoch.
+            ``checkpoint_every`` epochs and after the last epoch. On Ctrl-C,
+            the state after the last finished epoch is saved there when it
+            was not yet, and :class:`~mmbilevel.train.TrainingInterrupted`
+            (a KeyboardInterrupt) is raised.
         checkpoint_every: checkpoint period in epochs, ≥ 1.
         resume: continue from ``checkpoint_path`` when that file exists. The
             resumed run restores model, optimizer, history, the order
@@ -381,23 +384,31 @@ def train_model(
         history.append(record)
         return record
 
-    def save(epoch: int, seconds: float) -> None:
-        save_checkpoint(
-            checkpoint_path,
-            {
-                "format": CHECKPOINT_FORMAT,
-                "epoch": epoch,
-                "config": config.to_dict(),
-                "run": run_config,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "history": history.to_dict(),
-                "generator": generator.get_state(),
-                "rng": rng_state(),
-                "loader_generator": None if loader_generator is None else loader_generator.get_state(),
-                "seconds": seconds,
-            },
-        )
+    def checkpoint_state(epoch: int, seconds: float) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "epoch": epoch,
+            "config": config.to_dict(),
+            "run": run_config,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "history": history.to_dict(),
+            "generator": generator.get_state(),
+            "rng": rng_state(),
+            "loader_generator": None if loader_generator is None else loader_generator.get_state(),
+            "seconds": seconds,
+        }
+
+    checkpoint = PendingCheckpoint(checkpoint_path, start_epoch if start_epoch > 0 else None)
+
+    def finish_epoch(epoch: int) -> None:
+        if checkpoint_path is None:
+            return
+        state = checkpoint_state(epoch, seconds_before + time.perf_counter() - run_start)
+        if epoch > 0 and (epoch % checkpoint_every == 0 or epoch == config.epochs):
+            checkpoint.save(state)
+        else:
+            checkpoint.hold(state)
 
     # Set when a mini-batch loss is NaN or infinite. A tensor flag avoids a
     # device synchronization per step, and it is read once per epoch.
@@ -414,12 +425,6 @@ def train_model(
     diverged_epoch = None
 
     run_start = time.perf_counter()
-    if start_epoch == 0 and not history.records:
-        record = record_epoch(0, time.perf_counter())
-        _log_epoch(record, config.epochs, f"seed {config.seed}: ")
-        if not math.isfinite(record.train_loss):
-            diverged_epoch = 0
-
     show = progress_enabled(progress)
     epochs_bar = tqdm(
         range(start_epoch + 1, config.epochs + 1),
@@ -429,34 +434,45 @@ def train_model(
         initial=start_epoch,
         total=config.epochs,
     )
-    model.train()
-    for epoch in epochs_bar:
-        if diverged_epoch is not None:
-            break
-        tic = time.perf_counter()
-        if pair is not None:
-            batches = epoch_batches(train[0].shape[0], config.batch_size, generator)
-            for index in _batch_bar(batches, show, epoch):
-                index = index.to(device)
-                step(train[0][index], train[1][index])
-        else:
-            for inputs, labels in _batch_bar(train, show, epoch):
-                step(inputs.to(device), labels.to(device).long())
-        record = record_epoch(epoch, tic)
-        if bool(nonfinite) or not math.isfinite(record.train_loss):
-            # The weights are no longer finite, so no checkpoint is saved:
-            # the last one on disk is the last finite state.
-            diverged_epoch = epoch
-            break
-        epochs_bar.set_postfix(loss=f"{record.train_loss:.4g}", acc=f"{record.train_accuracy:.3f}")
-        _log_epoch(record, config.epochs, f"seed {config.seed}: ")
-        if checkpoint_path is not None and (epoch % checkpoint_every == 0 or epoch == config.epochs):
-            save(epoch, seconds_before + time.perf_counter() - run_start)
+    try:
+        if start_epoch == 0 and not history.records:
+            record = record_epoch(0, time.perf_counter())
+            _log_epoch(record, config.epochs, f"seed {config.seed}: ")
+            if not math.isfinite(record.train_loss):
+                diverged_epoch = 0
+            else:
+                finish_epoch(0)
+
+        model.train()
+        for epoch in epochs_bar:
+            if diverged_epoch is not None:
+                break
+            tic = time.perf_counter()
+            if pair is not None:
+                batches = epoch_batches(train[0].shape[0], config.batch_size, generator)
+                for index in _batch_bar(batches, show, epoch):
+                    index = index.to(device)
+                    step(train[0][index], train[1][index])
+            else:
+                for inputs, labels in _batch_bar(train, show, epoch):
+                    step(inputs.to(device), labels.to(device).long())
+            record = record_epoch(epoch, tic)
+            if bool(nonfinite) or not math.isfinite(record.train_loss):
+                # The weights are no longer finite, so no checkpoint is saved:
+                # the last one on disk is the last finite state.
+                diverged_epoch = epoch
+                break
+            epochs_bar.set_postfix(loss=f"{record.train_loss:.4g}", acc=f"{record.train_accuracy:.3f}")
+            _log_epoch(record, config.epochs, f"seed {config.seed}: ")
+            finish_epoch(epoch)
+    except KeyboardInterrupt:
+        epochs_bar.close()
+        raise checkpoint.interrupted() from None
     epochs_bar.close()
 
     total_seconds = seconds_before + time.perf_counter() - run_start
     if checkpoint_path is not None and config.epochs == start_epoch == 0:
-        save(0, total_seconds)
+        checkpoint.save(checkpoint_state(0, total_seconds))
     if diverged_epoch is not None:
         _log_divergence(f"seed {config.seed}", diverged_epoch, history.last.train_loss, config, checkpoint_path)
     return TrainResult(history, config.seed, total_seconds, str(device), model, diverged_epoch)
