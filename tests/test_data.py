@@ -520,3 +520,17 @@ def test_real_fashion_mnist_slice():
     assert 0 <= int(y.min())
     assert int(y.max()) <= 9
     assert len(torch.unique(y)) == 10
+
+
+def test_locate_env_names_data_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "mnist-files"
+    write_idx_folder(folder)
+    monkeypatch.setenv("MMBILEVEL_DATA", str(folder))
+    monkeypatch.setattr(locate_module, "SYSTEM_DATA_ROOT", tmp_path / "system")
+    assert find_data_dir("mnist") == folder
+
+
+def test_locate_env_root_still_works(isolated_roots):
+    env_root, _ = isolated_roots
+    write_idx_folder(env_root / "fashion-mnist")
+    assert find_data_dir("fashion-mnist") == env_root / "fashion-mnist"

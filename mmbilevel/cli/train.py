@@ -174,7 +174,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sequential", action="store_true",
                         help="train realizations one after another instead of as one vectorized batch")
     parser.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
-                        help="folder of the data set files (else $MMBILEVEL_DATA or /usr/share/datasets)")
+                        help="folder of the data set files, or a root folder that contains them in "
+                        "DIR/NAME (for example DIR/fashion-mnist); without it, $MMBILEVEL_DATA is searched "
+                        "the same two ways, then /usr/share/datasets/NAME")
     parser.add_argument("--limit", type=_positive_int, default=None, metavar="N",
                         help="train on the first N training samples only")
     parser.add_argument("--test-limit", type=_positive_int, default=None, metavar="N",

@@ -4,10 +4,15 @@ The folder is resolved in this order:
 
 1. ``data_dir`` (the ``--data-dir`` option) when given, and then only there:
    the folder itself or its subfolder named after the data set;
-2. otherwise ``$MMBILEVEL_DATA/<name>`` when the environment variable
-   ``MMBILEVEL_DATA`` is set;
+2. otherwise, when the environment variable ``MMBILEVEL_DATA`` is set, the
+   same two places under it: ``$MMBILEVEL_DATA`` itself (a folder of the
+   data set's files) or ``$MMBILEVEL_DATA/<name>`` (a root of data sets);
 3. then the system location ``/usr/share/datasets/<name>``, where Debian's
    ``dataset-fashion-mnist`` package installs Fashion-MNIST.
+
+NOTE: MNIST and Fashion-MNIST files have the same names, so a folder given
+directly (not as ``<root>/<name>``) is accepted for whichever of the two is
+requested. Name the data set explicitly when such a folder is used.
 
 Inside each of those, the layouts of common downloads are also accepted
 (``cifar-10-batches-py`` for CIFAR-10, torchvision's ``<Name>/raw``).
@@ -47,8 +52,9 @@ def candidate_folders(
 
     Args:
         name: data set name, also the folder name under each root.
-        data_dir: explicit folder; when given, the environment variable and
-            the system location are not searched.
+        data_dir: explicit folder, searched itself and as a root; when
+            given, the environment variable and the system location are not
+            searched. ``$MMBILEVEL_DATA`` is searched the same two ways.
         aliases: other folder names of the data set under a root.
         subfolders: inner folders that downloads create (for example
             ``cifar-10-batches-py``), tried inside each candidate.
@@ -63,7 +69,8 @@ def candidate_folders(
         roots = []
         env_root = os.environ.get(DATA_ENV_VAR)
         if env_root:
-            roots += [Path(env_root).expanduser() / n for n in names]
+            root = Path(env_root).expanduser()
+            roots += [root] + [root / n for n in names]
         system = Path(system_root) if system_root is not None else SYSTEM_DATA_ROOT
         roots += [system / n for n in names]
 
