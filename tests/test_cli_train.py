@@ -66,6 +66,7 @@ def test_cli_history_csv(tmp_path):
         rows = list(csv.DictReader(handle))
     assert len(rows) == 8
     assert {row["seed"] for row in rows} == {"0", "1"}
+    assert {(row["realization"], row["seed"]) for row in rows} == {("1", "0"), ("2", "1")}
 
 
 def ffnn_batches_under_vmap() -> bool:

@@ -304,6 +304,7 @@ def test_history_csv_rows():
     rows = list(csv.DictReader(text.splitlines()))
     assert len(rows) == 3
     assert rows[2]["seed"] == "8"
+    assert [row["realization"] for row in rows] == ["1", "1", "2"]
     assert float(rows[1]["train_loss"]) == 0.5
 
 

@@ -29,8 +29,9 @@ class TrainConfig:
             smaller when the set size is not a multiple of it.
         optimizer: ``"sgd"`` or ``"adam"`` (see ``OPTIMIZERS``).
         loss: ``"cross-entropy"`` or ``"squared"`` (see ``LOSSES``).
-        seed: seed of the mini-batch order; realization ``r`` of a run
-            uses ``seed + r`` for both its initial weights and its order.
+        seed: seed of the mini-batch order; realization r = 1, …, R of a
+            run uses ``seed + r − 1`` for both its initial weights and its
+            order.
         optimizer_options: extra keyword arguments of the torch optimizer,
             for example ``{"momentum": 0.9}``.
         eval_batch_size: chunk size of the full-set evaluations, which

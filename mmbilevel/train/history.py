@@ -93,7 +93,9 @@ def history_csv(histories: Sequence[History], seeds: Sequence[int] | None = None
     """Format histories of several realizations as one CSV table.
 
     Columns are ``realization`` and ``seed`` followed by the fields of
-    :class:`EpochRecord`, one row per realization and epoch.
+    :class:`EpochRecord`, one row per realization and epoch. Realizations
+    are numbered from 1, as in the command-line help, where realization r
+    uses seed S + r − 1.
     """
     if seeds is None:
         seeds = list(range(len(histories)))
@@ -102,7 +104,7 @@ def history_csv(histories: Sequence[History], seeds: Sequence[int] | None = None
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["realization", "seed", *METRICS])
-    for index, (history, seed) in enumerate(zip(histories, seeds)):
+    for number, (history, seed) in enumerate(zip(histories, seeds), start=1):
         for record in history:
-            writer.writerow([index, seed, *(repr(getattr(record, name)) for name in METRICS)])
+            writer.writerow([number, seed, *(repr(getattr(record, name)) for name in METRICS)])
     return buffer.getvalue()
