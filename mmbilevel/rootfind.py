@@ -309,6 +309,8 @@ def _solve(
         step = (fx - target) / slope
         newton = x - step
         ok = torch.isfinite(newton) & (newton >= a) & (newton <= b) & (step.abs() <= 0.5 * older_step.abs())
+        # An overflowing slope gives a zero step away from the root, which would stall.
+        ok = ok & torch.isfinite(slope) & (step != 0)
         # Bisection alternates between geometric splits towards the lower and
         # the upper bound, so roots near either finite end are found quickly.
         split = _split_towards_end(a, b, upper if iterations % 2 else lower, upper_end=bool(iterations % 2))

@@ -192,3 +192,11 @@ def test_second_derivative_closed_form() -> None:
     (second,) = torch.autograd.grad(first.sum(), target)
     y = target.detach()
     torch.testing.assert_close(second, -y / (1 + y * y) ** 1.5)
+
+
+def test_overflowing_slope_no_stall() -> None:
+    # fn'(t) = 1/t² overflows near the root 1e-200, so a Newton step is 0 there.
+    target = torch.tensor([-1e200], dtype=torch.float64)
+    result = solve_increasing(lambda t: -1 / t, target, 0.0, math.inf, fn_grad=lambda t: t**-2)
+    assert result.converged
+    assert math.isclose(float(result.root), 1e-200, rel_tol=1e-14)
