@@ -311,3 +311,73 @@ def test_fallback_rejects_concave() -> None:
 def test_fallback_second_derivative() -> None:
     y = torch.tensor([-3.0, 0.2, 4.0], dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradgradcheck(LogCos().grad_conjugate, (y,))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sympy_cosh_extreme_duals(dtype: torch.dtype) -> None:
+    phi = legendre.from_sympy(sympy.cosh(T), T, (-sympy.oo, sympy.oo))
+    y = torch.tensor([-1e30, -1e8, -1.0, 0.0, 1e8, 1e30], dtype=dtype)
+    eps = torch.finfo(dtype).eps
+    torch.testing.assert_close(phi.grad_conjugate(y).double(), torch.asinh(y.double()), rtol=4 * eps, atol=0.0)
+
+
+def test_sympy_cosh_extreme_gradient() -> None:
+    phi = legendre.from_sympy(sympy.cosh(T), T, (-sympy.oo, sympy.oo))
+    y = torch.tensor([-1e8, 1e200], dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(phi.grad_conjugate(y).sum(), y)
+    # d asinh(y)/dy = 1/√(1 + y²), written as 1/(|y|·√(1 + 1/y²)) so that y² does not overflow.
+    magnitude = y.detach().abs()
+    torch.testing.assert_close(grad, 1 / (magnitude * torch.sqrt(1 + magnitude**-2)), rtol=1e-12, atol=0.0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sympy_quartic_extreme_duals(dtype: torch.dtype) -> None:
+    # ∇φ(x) = x³ + x; the Cardano formula cancels for large y.
+    phi = legendre.from_sympy(T**4 / 4 + T**2 / 2, T, (-sympy.oo, sympy.oo))
+    y = torch.tensor([-1e10, -1e3, 1e-3, 1e3, 1e6, 1e10], dtype=dtype)
+    reference = torch.tensor(
+        [optimize.brentq(lambda x, v=v: x**3 + x - v, -3e3, 3e3, xtol=1e-300, rtol=1e-15) for v in y.double().tolist()],
+        dtype=torch.float64,
+    )
+    eps = torch.finfo(dtype).eps
+    torch.testing.assert_close(phi.grad_conjugate(y).double(), reference, rtol=8 * eps, atol=0.0)
+
+
+def test_sympy_quartic_fallback_reason() -> None:
+    phi = legendre.from_sympy(T**4 / 4 + T**2 / 2, T, (-sympy.oo, sympy.oo))
+    assert phi.closed_form_conjugate or "root of ∇φ(x) = y" in phi.fallback_reason
+
+
+@pytest.mark.parametrize(("expr", "domain"), [(T**3, (-1, 1)), (-(T**2) / 2, (-1, 1)), (sympy.sin(T), (0, 3))])
+def test_sympy_rejects_nonconvex(expr, domain) -> None:
+    with pytest.raises(ValueError, match="not strictly convex"):
+        legendre.from_sympy(expr, T, domain, name="bad")
+
+
+def test_sympy_rejects_nonconvex_names_function() -> None:
+    with pytest.raises(ValueError, match=r"^cube: φ''\(-"):
+        legendre.from_sympy(T**3, T, (-1, 1), name="cube")
+
+
+def test_sympy_minus_log_essentially_smooth() -> None:
+    phi = legendre.from_sympy(-sympy.log(T), T, (0, sympy.oo))
+    assert phi.essentially_smooth
+
+
+def test_sympy_minus_log_projection_in_domain() -> None:
+    # For y ≥ 0, φ(x) − x·y decreases without bound, so ∇φ*(y) is the end +inf.
+    phi = legendre.from_sympy(-sympy.log(T), T, (0, sympy.oo))
+    x = phi.grad_conjugate(torch.tensor([-2.0, 0.0, 1.0], dtype=torch.float64))
+    assert x.tolist() == [0.5, math.inf, math.inf]
+
+
+def test_sympy_minus_log_conjugate_infinite() -> None:
+    phi = legendre.from_sympy(-sympy.log(T), T, (0, sympy.oo))
+    value = phi.conjugate(torch.tensor([-2.0, 0.0, 1.0], dtype=torch.float64))
+    torch.testing.assert_close(value, torch.tensor([-1 - math.log(2.0), math.inf, math.inf], dtype=torch.float64))
+
+
+def test_sympy_closed_form_second_derivative() -> None:
+    phi = legendre.from_sympy(sympy.cosh(T), T, (-sympy.oo, sympy.oo))
+    y = torch.tensor([-3.0, 0.2, 4.0], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(phi.grad_conjugate, (y,))
