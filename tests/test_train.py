@@ -385,3 +385,23 @@ def test_results_mark_divergence(tmp_path):
     document = json.loads(paths["json"].read_text())
     assert document["diverged"] is True
     assert document["realizations"][0]["diverged_epoch"] == 3
+
+
+# Hidden widths of the trained networks.
+
+
+def test_ffnn_int_hidden_one_layer():
+    from mmbilevel.nn import FFNN
+
+    model = FFNN(2, 4, 3, "arctan", "bregman")
+    assert model.hidden == [4]
+    assert len(model.layers) == 1
+    assert model(torch.zeros(5, 2)).shape == (5, 3)
+
+
+@pytest.mark.parametrize("hidden, error", [(0, ValueError), ([2, 0], ValueError), (2.5, TypeError), ("4", TypeError)])
+def test_ffnn_rejects_bad_hidden(hidden, error):
+    from mmbilevel.nn import FFNN
+
+    with pytest.raises(error, match="hidden"):
+        FFNN(2, hidden, 3)

@@ -11,7 +11,9 @@ Representations": the hidden layers are L iterations of an MM algorithm and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import numbers
+import operator
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -21,6 +23,36 @@ from mmbilevel.nn.layers import INITS, VARIANTS, BregmanLayer, StandardLayer
 from mmbilevel.nn.preprocess import resolve_activation
 
 __all__ = ["FFNN"]
+
+
+def _hidden_widths(hidden: int | Iterable[int]) -> list[int]:
+    """Return the hidden widths as a list, an int being one hidden layer.
+
+    Raises:
+        TypeError: ``hidden`` is neither an int nor an iterable of ints.
+        ValueError: a width is smaller than 1.
+    """
+    expected = f"hidden must be an int or a sequence of ints such as [784, 784], got {hidden!r}"
+    if isinstance(hidden, (bool, str, bytes)):
+        raise TypeError(expected)
+    if isinstance(hidden, numbers.Integral):
+        items = [hidden]
+    else:
+        try:
+            items = list(hidden)
+        except TypeError:
+            raise TypeError(expected) from None
+
+    widths = []
+    for item in items:
+        try:
+            width = operator.index(item)
+        except TypeError:
+            raise TypeError(f"{expected}; {item!r} is not an int") from None
+        if isinstance(item, bool) or width < 1:
+            raise ValueError(f"hidden widths must be integers >= 1, got {item!r} in {hidden!r}")
+        widths.append(width)
+    return widths
 
 
 class FFNN(nn.Module):
@@ -43,7 +75,9 @@ class FFNN(nn.Module):
 
     Args:
         in_features: width of the input.
-        hidden: widths of the hidden layers (may be empty).
+        hidden: widths of the hidden layers (may be empty); an int is one
+            hidden layer of that width, so ``FFNN(2, 4, 3)`` equals
+            ``FFNN(2, [4], 3)``.
         out_features: number of outputs of the head.
         activation: catalogue name or ``Legendre`` object, shared by all
             hidden layers.
@@ -77,7 +111,7 @@ class FFNN(nn.Module):
     def __init__(
         self,
         in_features: int,
-        hidden: Sequence[int],
+        hidden: int | Sequence[int],
         out_features: int,
         activation: str | Legendre = "arctan",
         variant: str = "bregman",
@@ -98,7 +132,7 @@ class FFNN(nn.Module):
         self.init = init
         self.in_features = in_features
         self.out_features = out_features
-        self.hidden = [int(width) for width in hidden]
+        self.hidden = _hidden_widths(hidden)
 
         options: dict = {"init": init, "device": device, "dtype": dtype}
         if not issubclass(layer_class, StandardLayer):
