@@ -356,6 +356,15 @@ def test_train_stops_on_divergence(caplog):
     assert "--lr" in caplog.text
 
 
+def test_divergence_saves_held_state(tmp_path):
+    # Diverges at epoch 3 (see above), so with checkpoints every 10 epochs
+    # the state after epoch 2 exists only in memory until the divergence.
+    path = tmp_path / "checkpoint.pt"
+    config = TrainConfig(epochs=20, lr=1e6, batch_size=16, loss="squared")
+    train_model(build_seeded(make_mlp, 0), toy_data(), None, config, checkpoint_path=path, checkpoint_every=10)
+    assert load_checkpoint(path)["epoch"] == 2
+
+
 def test_divergence_keeps_finite_checkpoint(tmp_path):
     path = tmp_path / "checkpoint.pt"
     config = TrainConfig(epochs=20, lr=1e6, batch_size=16, loss="squared")

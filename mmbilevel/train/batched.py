@@ -361,7 +361,7 @@ def train_batched(
                 diverged_epochs[index] = epoch
                 # The batch checkpoint keeps the other realizations going, so
                 # it is not a finite state of this one: no path is named.
-                _log_divergence(f"seed {seeds[index]}", epoch, train_loss[index], config, None)
+                _log_divergence(f"seed {seeds[index]}", epoch, train_loss[index], config)
 
         finite = [index for index in active if diverged_epochs[index] is None]
         if not finite:

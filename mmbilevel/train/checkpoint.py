@@ -189,9 +189,14 @@ class PendingCheckpoint:
         if self.path is not None:
             self._state = copy.deepcopy(state)
 
-    def interrupted(self) -> TrainingInterrupted:
-        """Write the state held in memory, if any, and return the exception to raise."""
+    def flush(self) -> int | None:
+        """Write the state held in memory, if any, and return the epoch of the checkpoint on disk."""
         if self._state is not None:
             self.save(self._state)
-            logger.info("interrupted: saved checkpoint %s at epoch %d", self.path, self.saved_epoch)
+        return self.saved_epoch
+
+    def interrupted(self) -> TrainingInterrupted:
+        """Write the state held in memory, if any, and return the exception to raise."""
+        self.flush()
+        logger.info("interrupted: checkpoint %s is at epoch %s", self.path, self.saved_epoch)
         return TrainingInterrupted(self.path, self.saved_epoch)

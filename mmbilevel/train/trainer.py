@@ -244,10 +244,17 @@ def _log_epoch(record: EpochRecord, epochs: int, label: str) -> None:
 
 
 def _log_divergence(
-    label: str, epoch: int, loss: float, config: TrainConfig, checkpoint_path: str | Path | None
+    label: str,
+    epoch: int,
+    loss: float,
+    config: TrainConfig,
+    checkpoint_path: str | Path | None = None,
+    saved_epoch: int | None = None,
 ) -> None:
     """Log, as an error, that a realization diverged and how to avoid it."""
-    kept = f"; the last finite checkpoint is kept in {checkpoint_path}" if checkpoint_path is not None else ""
+    kept = ""
+    if checkpoint_path is not None and saved_epoch is not None:
+        kept = f"; its last finite state, after epoch {saved_epoch}, is saved in {checkpoint_path}"
     if epoch == 0:
         logger.error(
             "%s: the loss of the untrained model is %s, so training did not start; "
@@ -324,7 +331,8 @@ def train_model(
 
     Training stops early when a mini-batch loss or the full-set training
     loss after an epoch is NaN or infinite. That epoch is the last of the
-    history, no checkpoint is written for it, and an error is logged.
+    history, the checkpoint keeps the state after the epoch before it, and
+    an error is logged.
 
     Returns:
         The history, timings, the trained model and, when training
@@ -458,8 +466,8 @@ def train_model(
                     step(inputs.to(device), labels.to(device).long())
             record = record_epoch(epoch, tic)
             if bool(nonfinite) or not math.isfinite(record.train_loss):
-                # The weights are no longer finite, so no checkpoint is saved:
-                # the last one on disk is the last finite state.
+                # The weights are no longer finite, so this epoch is not
+                # saved. The last finite state held in memory is written below.
                 diverged_epoch = epoch
                 break
             epochs_bar.set_postfix(loss=f"{record.train_loss:.4g}", acc=f"{record.train_accuracy:.3f}")
@@ -474,5 +482,8 @@ def train_model(
     if checkpoint_path is not None and config.epochs == start_epoch == 0:
         checkpoint.save(checkpoint_state(0, total_seconds))
     if diverged_epoch is not None:
-        _log_divergence(f"seed {config.seed}", diverged_epoch, history.last.train_loss, config, checkpoint_path)
+        saved_epoch = checkpoint.flush()
+        _log_divergence(
+            f"seed {config.seed}", diverged_epoch, history.last.train_loss, config, checkpoint_path, saved_epoch
+        )
     return TrainResult(history, config.seed, total_seconds, str(device), model, diverged_epoch)
