@@ -320,3 +320,9 @@ def test_cli_interrupt_then_resume(tmp_path, monkeypatch):
     first = read_results(straight)["realizations"][0]["history"]
     second = read_results(resumed)["realizations"][0]["history"]
     assert first["train_loss"] == second["train_loss"]
+
+
+def test_cli_rerun_after_missing_data(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path), "--out", str(out)]) == 1
+    assert main(spiral_args(out, "--epochs", "1")) == 0

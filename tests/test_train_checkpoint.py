@@ -314,8 +314,15 @@ def test_output_folder_keeps_other_files(tmp_path):
 
 def test_output_folder_rejects_second_run(tmp_path):
     prepare_output_folder(tmp_path, {"seed": 0})
+    (tmp_path / "checkpoint-seed0.pt").write_bytes(b"old")
     with pytest.raises(ValueError, match="--overwrite"):
         prepare_output_folder(tmp_path, {"seed": 1})
+
+
+def test_output_folder_replaces_lone_config(tmp_path):
+    prepare_output_folder(tmp_path, {"seed": 0})
+    prepare_output_folder(tmp_path, {"seed": 1})
+    assert json.loads((tmp_path / "run-config.json").read_text()) == {"seed": 1}
 
 
 def test_output_folder_overwrite_deletes(tmp_path):
@@ -328,6 +335,7 @@ def test_output_folder_overwrite_deletes(tmp_path):
 
 def test_output_folder_resume_checks(tmp_path):
     prepare_output_folder(tmp_path, {"seed": 0, "epochs": 2})
+    (tmp_path / "checkpoint-seed0.pt").write_bytes(b"old")
     prepare_output_folder(tmp_path, {"seed": 0, "epochs": 5}, resume=True)
     with pytest.raises(RunConfigMismatchError, match="seed: stored 0, requested 1"):
         prepare_output_folder(tmp_path, {"seed": 1, "epochs": 5}, resume=True)

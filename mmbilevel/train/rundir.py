@@ -51,8 +51,9 @@ def prepare_output_folder(
 ) -> Path:
     """Check that a run may write into ``out_dir``, then record its settings there.
 
-    - A folder without run files (see :data:`RUN_FILE_PATTERNS`) is used
-      as it is; other files in it are left alone.
+    - A folder without results or checkpoints is used as it is; other
+      files in it are left alone, and a ``run-config.json`` alone (a run
+      that stopped before its first checkpoint) is replaced.
     - With ``resume``, the settings stored in ``run-config.json`` must equal
       ``run_config`` except ``epochs``. A folder without checkpoints is
       logged as a warning, and the run starts from scratch.
@@ -86,9 +87,12 @@ def prepare_output_folder(
     run_config = normalize_run_config(run_config)
     existing = run_files(out_dir)
     manifest = out_dir / RUN_CONFIG_FILE
+    # A run that failed before its first checkpoint (missing data, Ctrl-C
+    # during loading) leaves only run-config.json, which holds no work to lose.
+    work = [path for path in existing if path.name != RUN_CONFIG_FILE]
 
     if resume:
-        if manifest.is_file():
+        if work and manifest.is_file():
             stored = json.loads(manifest.read_text(encoding="utf-8"))
             check_run_config(stored, run_config, source=f"output folder {out_dir} ({RUN_CONFIG_FILE})")
         if not any(path.suffix == ".pt" for path in existing):
@@ -98,9 +102,9 @@ def prepare_output_folder(
             path.unlink()
         if existing:
             logger.info("--overwrite: deleted %s from %s", _names(existing), out_dir)
-    elif existing:
+    elif work:
         raise ValueError(
-            f"output folder {out_dir} already contains the files of another run ({_names(existing)}); "
+            f"output folder {out_dir} already contains the files of another run ({_names(work)}); "
             f"pass --resume to continue that run, --overwrite to delete its files and start over, "
             f"or another --out"
         )
