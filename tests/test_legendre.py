@@ -504,3 +504,49 @@ def test_dtype_and_shape_follow_input(device: torch.device) -> None:
     assert out.shape == y.shape
     assert out.dtype == torch.float32
     assert out.device == y.device
+
+
+@pytest.mark.parametrize("name", ["elliot", "isru"])
+def test_activation_at_infinity(name: str) -> None:
+    y = torch.tensor([-math.inf, math.inf], dtype=torch.float64)
+    assert legendre.get(name).grad_conjugate(y).tolist() == [-1.0, 1.0]
+
+
+@pytest.mark.parametrize("name", ["arcsinh", "arctan", "log", "scaled_arctan", "elliot"])
+def test_conjugate_at_infinity(name: str) -> None:
+    y = torch.tensor([-math.inf, math.inf], dtype=torch.float64)
+    assert legendre.get(name).conjugate(y).tolist() == [math.inf, math.inf]
+
+
+@pytest.mark.parametrize(("name", "factor"), [("arctan", 1.0), ("tanh", 1.0), ("scaled_arctan", 2 / math.pi)])
+@pytest.mark.parametrize("y", [1e-8, -3e-5, 0.3, 0.6])
+def test_conjugate_small_input_precision(name: str, factor: float, y: float) -> None:
+    # Reference from mpmath-free series: φ*(y) = factor·Σ (−1)^{k+1} y^{2k}/(2k(2k − 1)) for arctan
+    # and Σ of the log cosh series for tanh, summed in float64 far past convergence.
+    if name == "tanh":
+        reference = math.log(math.cosh(y)) if abs(y) > 0.1 else y * y / 2 - y**4 / 12 + y**6 / 45 - 17 * y**8 / 2520
+    else:
+        reference = factor * sum((-1) ** (k + 1) * y ** (2 * k) / (2 * k * (2 * k - 1)) for k in range(1, 200))
+    value = float(legendre.get(name).conjugate(torch.tensor([y], dtype=torch.float64)))
+    assert math.isclose(value, reference, rel_tol=1e-14)
+
+
+@pytest.mark.parametrize("name", ["isru", "arctan"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_grad_derivative_at_end(name: str, dtype: torch.dtype) -> None:
+    phi = legendre.get(name)
+    x = torch.tensor(phi.domain, dtype=dtype, requires_grad=True)
+    (second,) = torch.autograd.grad(phi.grad(x).sum(), x)
+    # float64(π/2) lies below π/2, so there φ'' is finite but huge.
+    torch.testing.assert_close(second, phi.hessian(x.detach()), rtol=0.0, atol=0.0)
+
+
+@pytest.mark.parametrize("margin", [-0.1, 1.0, 5.0, math.nan])
+def test_clamp_rejects_bad_margin(margin: float) -> None:
+    with pytest.raises(ValueError, match="margin"):
+        legendre.get("tanh").clamp(torch.tensor([0.3]), margin=margin)
+
+
+def test_empty_input_gives_empty() -> None:
+    phi = legendre.get("tanh")
+    assert phi.grad_conjugate(torch.zeros(0, 3)).shape == (0, 3)

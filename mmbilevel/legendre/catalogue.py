@@ -76,6 +76,53 @@ def available() -> list[str]:
     return REGISTRY.names()
 
 
+class _KnownDerivative(torch.autograd.Function):
+    """Evaluate ``value_fn(x)`` with the derivative ``derivative_fn(x)`` for autograd.
+
+    Autograd through a formula such as x/√(1 − x²) gives inf − inf = NaN at
+    an end of the domain, where the known derivative φ'' is +inf.
+    """
+
+    @staticmethod
+    def forward(ctx, x, value_fn, derivative_fn):  # type: ignore[override]
+        ctx.derivative_fn = derivative_fn
+        ctx.save_for_backward(x)
+        return value_fn(x)
+
+    @staticmethod
+    def backward(ctx, grad_output):  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return grad_output * ctx.derivative_fn(x), None, None
+
+
+def _with_derivative(value_fn, derivative_fn, x: torch.Tensor) -> torch.Tensor:
+    """Return value_fn(x), differentiated by autograd as derivative_fn(x) (itself differentiable)."""
+    if not (x.requires_grad and torch.is_grad_enabled()):
+        return value_fn(x)
+    return _KnownDerivative.apply(x, value_fn, derivative_fn)
+
+
+def _positive_infinity_at_infinity(y: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """Return ``value`` with +inf where y = ±inf, the limit of φ* when ∇φ has range ℝ."""
+    return torch.where(torch.isinf(y), torch.full_like(value, math.inf), value)
+
+
+# y·arctan y − log √(1 + y²) = Σ_{k≥1} (−1)^{k+1} y^{2k} / (2k(2k − 1)), summed for |y| ≤ 1/2.
+_ARCTAN_CONJUGATE_SERIES = [0.0] + [(-1.0) ** (k + 1) / (2 * k * (2 * k - 1)) for k in range(1, 31)]
+
+
+def _arctan_conjugate(y: torch.Tensor) -> torch.Tensor:
+    """Evaluate y·arctan y − log √(1 + y²), accurate relative to the result near 0 and +inf at ±inf."""
+    small = y.abs() <= 0.5
+    square = torch.where(small, y, torch.zeros_like(y)).square()
+    series = torch.zeros_like(y)
+    for coefficient in reversed(_ARCTAN_CONJUGATE_SERIES):
+        series = series * square + coefficient
+    large_y = torch.where(small, torch.ones_like(y), y)
+    direct = large_y * torch.atan(large_y) - torch.log(torch.hypot(large_y, torch.ones_like(y)))
+    return _positive_infinity_at_infinity(y, torch.where(small, series, direct))
+
+
 def _abs_signed(fn_positive, t: torch.Tensor) -> torch.Tensor:
     """Evaluate the odd extension sign(t)·f(|t|) of f with f(0) = 0, with the right slope at 0.
 
@@ -140,14 +187,23 @@ class ISRU(Legendre):
         return -torch.sqrt(self._slack(x))
 
     def grad(self, x: torch.Tensor) -> torch.Tensor:
-        return x / torch.sqrt(self._slack(x))
+        return _with_derivative(lambda t: t / torch.sqrt(self._slack(t)), self._second, x)
 
     def hessian(self, x: torch.Tensor) -> torch.Tensor:
+        return self._second(x)
+
+    def _second(self, x: torch.Tensor) -> torch.Tensor:
         return self.scale**2 / self._slack(x) ** 1.5
 
     def grad_conjugate(self, y: torch.Tensor) -> torch.Tensor:
-        # hypot avoids the overflow of 1 + y² for large |y|.
-        return self.scale * (y / torch.hypot(y, torch.ones_like(y)))
+        # hypot avoids the overflow of 1 + y² for large |y|, and sign(y)/hypot(1, 1/y)
+        # the inf/inf at y = ±inf.
+        large = y.abs() > 1
+        small_y = torch.where(large, torch.zeros_like(y), y)
+        large_y = torch.where(large, y, torch.ones_like(y))
+        small_value = small_y / torch.hypot(small_y, torch.ones_like(y))
+        large_value = torch.sign(large_y) / torch.hypot(torch.ones_like(y), large_y.reciprocal())
+        return self.scale * torch.where(large, large_value, small_value)
 
     def conjugate(self, y: torch.Tensor) -> torch.Tensor:
         return self.scale * torch.hypot(y, torch.ones_like(y))
@@ -249,21 +305,27 @@ class Arctan(Legendre):
         centre_value = -0.5 * torch.log1p(-torch.sin(centre) ** 2)
         return torch.where(near_end, -torch.log(torch.sin(gap)), centre_value)
 
-    def grad(self, x: torch.Tensor) -> torch.Tensor:
+    def _tan(self, x: torch.Tensor) -> torch.Tensor:
         # Near ±π/2, tan x = ±1/tan(π/2 − |x|) with π/2 − |x| carried to full precision.
         near_end, gap = self._end_gap(x)
         centre = torch.where(near_end, torch.zeros_like(x), x)
         return torch.where(near_end, torch.sign(x) / torch.tan(gap), torch.tan(centre))
 
-    def hessian(self, x: torch.Tensor) -> torch.Tensor:
-        slope = self.grad(x)
+    def _second(self, x: torch.Tensor) -> torch.Tensor:
+        slope = self._tan(x)
         return 1.0 + slope * slope
+
+    def grad(self, x: torch.Tensor) -> torch.Tensor:
+        return _with_derivative(self._tan, self._second, x)
+
+    def hessian(self, x: torch.Tensor) -> torch.Tensor:
+        return self._second(x)
 
     def grad_conjugate(self, y: torch.Tensor) -> torch.Tensor:
         return torch.atan(y)
 
     def conjugate(self, y: torch.Tensor) -> torch.Tensor:
-        return y * torch.atan(y) - torch.log(torch.hypot(y, torch.ones_like(y)))
+        return _arctan_conjugate(y)
 
 
 @REGISTRY.register("tanh")
@@ -293,9 +355,14 @@ class Tanh(Legendre):
         return torch.tanh(y)
 
     def conjugate(self, y: torch.Tensor) -> torch.Tensor:
-        # log cosh y = |y| + log(1 + e^{−2|y|}) − log 2, without overflow.
+        # log cosh y = |y| + log(1 + e^{−2|y|}) − log 2, without overflow; for
+        # |y| ≤ 1, log cosh y = log(1 + 2 sinh²(y/2)) avoids the cancellation.
         magnitude = y.abs()
-        return magnitude + torch.log1p(torch.exp(-2.0 * magnitude)) - math.log(2.0)
+        small = magnitude <= 1
+        small_y = torch.where(small, magnitude, torch.zeros_like(y))
+        small_value = torch.log1p(2.0 * torch.sinh(0.5 * small_y).square())
+        large_value = magnitude + torch.log1p(torch.exp(-2.0 * magnitude)) - math.log(2.0)
+        return torch.where(small, small_value, large_value)
 
 
 @REGISTRY.register("sin")
@@ -350,7 +417,7 @@ class Arcsinh(Legendre):
         return torch.asinh(y)
 
     def conjugate(self, y: torch.Tensor) -> torch.Tensor:
-        return y * torch.asinh(y) - torch.hypot(y, torch.ones_like(y))
+        return _positive_infinity_at_infinity(y, y * torch.asinh(y) - torch.hypot(y, torch.ones_like(y)))
 
 
 @REGISTRY.register("scaled_arctan")
@@ -379,7 +446,7 @@ class ScaledArctan(Legendre):
         return (2.0 / math.pi) * torch.atan(y)
 
     def conjugate(self, y: torch.Tensor) -> torch.Tensor:
-        return (2.0 / math.pi) * (y * torch.atan(y) - torch.log(torch.hypot(y, torch.ones_like(y))))
+        return (2.0 / math.pi) * _arctan_conjugate(y)
 
 
 @REGISTRY.register("elliot")
@@ -403,10 +470,15 @@ class Elliot(Legendre):
         return 1.0 / (1.0 - x.abs()) ** 2
 
     def grad_conjugate(self, y: torch.Tensor) -> torch.Tensor:
-        return y / (1.0 + y.abs())
+        # sign(y)/(1/|y| + 1) for |y| > 1 gives ±1 at y = ±inf instead of inf/inf.
+        large = y.abs() > 1
+        small_y = torch.where(large, torch.zeros_like(y), y)
+        large_y = torch.where(large, y, torch.ones_like(y))
+        large_value = torch.sign(large_y) / (large_y.abs().reciprocal() + 1.0)
+        return torch.where(large, large_value, small_y / (1.0 + small_y.abs()))
 
     def conjugate(self, y: torch.Tensor) -> torch.Tensor:
-        return minus_log1p(y.abs())
+        return _positive_infinity_at_infinity(y, minus_log1p(y.abs()))
 
 
 @REGISTRY.register("log")
@@ -433,4 +505,4 @@ class Log(Legendre):
         return _abs_signed(torch.log1p, y)
 
     def conjugate(self, y: torch.Tensor) -> torch.Tensor:
-        return xlog1p_minus(y.abs())
+        return _positive_infinity_at_infinity(y, xlog1p_minus(y.abs()))
