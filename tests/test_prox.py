@@ -285,3 +285,15 @@ def test_penalty_prox_second_order_raises() -> None:
     (grad,) = torch.autograd.grad(ArctanPenalty().prox(v, 0.5).sum(), v, create_graph=True)
     with pytest.raises(RuntimeError, match="differentiable once only"):
         torch.autograd.grad(grad.sum(), v)
+
+
+@pytest.mark.parametrize("g", [NonNegative(), L1(0.5), ISRUPenalty()], ids=["nonnegative", "l1", "isru"])
+def test_prox_integer_input(g) -> None:
+    u = g.prox(torch.tensor([1, -2]), 0.5)
+    expected = g.prox(torch.tensor([1.0, -2.0]), 0.5)
+    torch.testing.assert_close(u, expected)
+
+
+@pytest.mark.parametrize("tau", [0.5, 1.0])
+def test_prox_empty_input(tau: float) -> None:
+    assert ArctanPenalty().prox(torch.zeros(0, 3), tau).shape == (0, 3)

@@ -201,3 +201,10 @@ def test_solver_prox_float32_arctan() -> None:
     result = bregman_prox(legendre.get("arctan"), ArctanPenalty(), v, 0.5)
     reference = bregman_prox(legendre.get("arctan"), ArctanPenalty(), v.double(), 0.5).value
     torch.testing.assert_close(result.value.double(), reference, rtol=0.0, atol=1e-6)
+
+
+def test_solver_prox_integer_input() -> None:
+    phi = legendre.get("tanh")
+    value = bregman_prox(phi, SquaredL2(1.0), torch.tensor([1, 2]), 0.5).value
+    expected = bregman_prox(phi, SquaredL2(1.0), torch.tensor([1.0, 2.0]), 0.5).value
+    torch.testing.assert_close(value, expected)

@@ -224,9 +224,22 @@ class Legendre:
         m = ``margin`` if given, else 4·eps·max(1, |end|) in the dtype of
         ``x``, a few ulps inside so that ∇φ stays finite. Infinite ends are
         left open. The clamp passes gradients to points already inside.
+
+        Raises:
+            ValueError: ``margin`` is negative, not finite, or at least half
+                the domain length (the interval would be empty or reversed).
         """
         x = as_float_tensor(x)
         lower, upper = self.domain
+        if margin is not None:
+            margin = float(margin)
+            half_length = 0.5 * (upper - lower)
+            if not (math.isfinite(margin) and 0.0 <= margin < half_length):
+                raise ValueError(
+                    f"{self.name}: clamp margin {margin!r} is invalid for the domain {self._domain_text()}; "
+                    f"pass a finite margin >= 0 and < {half_length:g} (half the domain length), or None "
+                    "for the default of a few ulps"
+                )
         eps = torch.finfo(x.dtype).eps
         if math.isfinite(lower):
             lower_margin = DEFAULT_MARGIN_ULPS * eps * max(1.0, abs(lower)) if margin is None else margin

@@ -37,7 +37,15 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from mmbilevel.prox.regularizers import L1, Indicator, Regularizer, Zero, _first_order_only, check_step
+from mmbilevel.prox.regularizers import (
+    L1,
+    Indicator,
+    Regularizer,
+    Zero,
+    _as_float_tensor,
+    _first_order_only,
+    check_step,
+)
 from mmbilevel.rootfind import solve_increasing
 
 if TYPE_CHECKING:
@@ -132,6 +140,7 @@ def bregman_prox(phi: Legendre, g: Regularizer, v: Tensor, tau: float | Tensor =
         NotImplementedError: when g is nonconvex or gives no derivatives and
             no closed form applies.
     """
+    v = _as_float_tensor(v)
     tau_t = check_step(tau, v)
 
     if _is_euclidean(phi) and g.has_closed_form_prox(tau_t):

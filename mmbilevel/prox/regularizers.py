@@ -71,6 +71,14 @@ def check_step(tau: float | Tensor, like: Tensor) -> Tensor:
     return step
 
 
+def _as_float_tensor(v: Tensor) -> Tensor:
+    """Return ``v`` as a tensor, with integer and boolean entries converted to the default float dtype."""
+    tensor = torch.as_tensor(v)
+    if not tensor.is_floating_point():
+        tensor = tensor.to(torch.get_default_dtype())
+    return tensor
+
+
 def _check_weight(name: str, weight: float) -> float:
     if not (math.isfinite(weight) and weight >= 0):
         raise ValueError(f"{name} must be finite and >= 0, got {weight!r}; pass a non-negative weight")
@@ -160,12 +168,14 @@ class Regularizer(ABC):
         """Compute the Euclidean prox argmin_u τ g(u) + ½‖u − v‖², elementwise.
 
         Args:
-            v: point of any shape.
+            v: point of any shape; integer entries are converted to the
+                default float dtype.
             tau: step τ > 0, a float or a tensor broadcastable against ``v``.
 
         Raises:
             ValueError: when τ ≤ 0 or does not broadcast against ``v``.
         """
+        v = _as_float_tensor(v)
         return self._prox(v, check_step(tau, v))
 
     @abstractmethod
