@@ -88,7 +88,7 @@ def prepare_output_folder(
     existing = run_files(out_dir)
     manifest = out_dir / RUN_CONFIG_FILE
     # A run that failed before its first checkpoint (missing data, Ctrl-C
-    # during loading) leaves only run-config.json, which holds no work to lose.
+    # during loading) leaves only run-config.json, so no work would be lost.
     work = [path for path in existing if path.name != RUN_CONFIG_FILE]
 
     if resume:
