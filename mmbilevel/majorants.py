@@ -85,6 +85,15 @@ class QuadraticForm:
             raise ValueError(f"C must have the shape {(n, n)} of A, got {tuple(C.shape)}")
         if tuple(d.shape) != (n,):
             raise ValueError(f"d must have shape {(n,)}, got {tuple(d.shape)}")
+        dtypes = {A.dtype, C.dtype, d.dtype}
+        if len(dtypes) > 1 or not A.is_floating_point():
+            raise ValueError(
+                f"A, C and d must share one floating dtype, got {A.dtype}, {C.dtype} and {d.dtype}; "
+                "convert them with .to(dtype)"
+            )
+        for label, tensor in (("A", A), ("C", C), ("d", d)):
+            if not bool(torch.isfinite(tensor).all()):
+                raise ValueError(f"{label} contains NaN or inf entries; pass finite data")
 
         if atol is None:
             atol = 100 * torch.finfo(A.dtype).eps
@@ -134,10 +143,15 @@ class QuadraticForm:
         return float(torch.linalg.matrix_norm(self.A.detach(), ord=2))
 
     def check_point(self, z: Tensor) -> None:
-        """Raise ValueError unless the last dimension of ``z`` is n."""
+        """Raise ValueError unless the last dimension of ``z`` is n and its dtype is that of A."""
         if z.ndim == 0 or z.shape[-1] != self.dim:
             raise ValueError(
                 f"points must have last dimension {self.dim}, got shape {tuple(z.shape)}"
+            )
+        if z.dtype != self.A.dtype:
+            raise ValueError(
+                f"points have dtype {z.dtype} but the quadratic form has dtype {self.A.dtype}; "
+                f"convert the points with .to({self.A.dtype}) or build the form in {z.dtype}"
             )
 
     def __call__(self, z: Tensor) -> Tensor:
@@ -457,6 +471,8 @@ def check_surrogate(
     Returns:
         A :class:`SurrogateReport`.
     """
+    if points.numel() == 0:
+        raise ValueError(f"points of shape {tuple(points.shape)} contain no anchor; pass at least one point")
     anchor = points.detach()
     generator = torch.Generator(device=anchor.device).manual_seed(seed)
     with torch.no_grad():

@@ -129,6 +129,9 @@ class MMSolver:
     def _check_start(self, x: Tensor) -> None:
         if x.ndim == 0:
             raise ValueError("the start x must have a feature dimension, got a 0-dimensional tensor")
+        if not bool(torch.isfinite(x).all()):
+            bad = float(x[~torch.isfinite(x)].flatten()[0])
+            raise ValueError(f"the start x contains the non-finite value {bad}; pass a finite start")
         self.objective_majorant._check_point(x)
         for majorant in {id(m): m for m in self.majorants}.values():
             if isinstance(majorant, BregmanMajorant):
@@ -138,8 +141,9 @@ class MMSolver:
         """Run up to ``depth`` MM steps from the start ``x`` (batch over leading dimensions).
 
         Raises:
-            ValueError: when ``x`` does not fit the majorant's dimension, or
-                lies outside the domain of a Bregman majorant's φ.
+            ValueError: when ``x`` does not fit the majorant's dimension or
+                dtype, contains NaN or inf, or lies outside the domain of a
+                Bregman majorant's φ.
         """
         self._check_start(x)
         z = x

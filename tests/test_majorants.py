@@ -306,3 +306,32 @@ def test_quadratic_step_one_over_mu_is_majorant(caplog):
         majorant = QuadraticMajorant(form, 0.5)
     assert caplog.text == ""
     assert check_surrogate(majorant, form, torch.randn(4, 3, dtype=DT)).ok
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+@pytest.mark.parametrize("field", ["A", "C", "d"])
+def test_form_rejects_nonfinite(field: str, bad: float) -> None:
+    form = make_form()
+    data = {"A": form.A.clone(), "C": form.C.clone(), "d": form.d.clone()}
+    data[field].view(-1)[0] = bad
+    with pytest.raises(ValueError, match=f"{field} contains NaN or inf"):
+        QuadraticForm(data["A"], data["C"], data["d"])
+
+
+def test_form_rejects_mixed_dtypes() -> None:
+    form = make_form()
+    with pytest.raises(ValueError, match="share one floating dtype"):
+        QuadraticForm(form.A.float(), form.C, form.d)
+
+
+def test_form_point_dtype_mismatch() -> None:
+    form = make_form()
+    with pytest.raises(ValueError, match=r"convert the points with \.to\(torch\.float64\)"):
+        form(torch.zeros(2, form.dim, dtype=torch.float32))
+
+
+def test_check_surrogate_rejects_empty_points() -> None:
+    form = make_form()
+    majorant = QuadraticMajorant(form, 0.1)
+    with pytest.raises(ValueError, match="no anchor"):
+        check_surrogate(majorant, form, torch.zeros(0, form.dim, dtype=DT))

@@ -244,3 +244,20 @@ def test_float32_matches_float64():
     assert z32.dtype == torch.float32
     # 30 contractive steps in float32 accumulate rounding of order 1e-6.
     assert torch.allclose(z32.double(), z64, atol=1e-4)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_solve_rejects_nonfinite_start(bad: float) -> None:
+    form = strongly_convex_form()
+    solver = MMSolver(QuadraticMajorant(form, 0.1), L1(0.1), depth=3)
+    x = torch.zeros(2, form.dim, dtype=DT)
+    x[1, 0] = bad
+    with pytest.raises(ValueError, match="non-finite"):
+        solver.solve(x)
+
+
+def test_solve_rejects_dtype_mismatch() -> None:
+    form = strongly_convex_form()
+    solver = MMSolver(QuadraticMajorant(form, 0.1), L1(0.1), depth=3)
+    with pytest.raises(ValueError, match="dtype"):
+        solver.solve(torch.zeros(2, form.dim, dtype=torch.float32))
