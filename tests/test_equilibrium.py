@@ -303,3 +303,11 @@ def test_parameters_receive_gradients(device: torch.device) -> None:
 def test_rejects_mismatched_widths_without_injection() -> None:
     with pytest.raises(ValueError, match="in_features"):
         BregmanEquilibrium(3, "arctan", in_features=2, injection=False)
+
+
+def test_equilibrium_gradcheck() -> None:
+    # gradcheck sends None gradients through the adjoint hook for unused outputs.
+    torch.manual_seed(0)
+    eq = BregmanEquilibrium(4, "tanh", in_features=3, dtype=torch.float64, tol=1e-10, maxiter=100000, adjoint_tol=1e-12)
+    x = (torch.rand(2, 3, dtype=torch.float64) * 0.5).requires_grad_()
+    assert torch.autograd.gradcheck(eq, (x,))

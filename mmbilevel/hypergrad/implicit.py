@@ -245,7 +245,10 @@ def attach_implicit_gradient(
     if not output.requires_grad:
         return output
 
-    def solve_adjoint(grad: torch.Tensor) -> torch.Tensor:
+    def solve_adjoint(grad: torch.Tensor | None) -> torch.Tensor | None:
+        # Autograd passes None when no gradient reaches the output (gradcheck does this).
+        if grad is None:
+            return None
         z = fixed_point.clone().requires_grad_(True)
         with torch.enable_grad():
             inner = step(z)
