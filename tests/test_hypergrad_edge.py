@@ -158,3 +158,14 @@ def test_zero_depth_rejected() -> None:
     solver = _ridge_solver(theta, target, 0)
     with pytest.raises(ValueError, match="depth"):
         hypergrad(solver, torch.zeros(1, dtype=F64), _upper_loss, [theta], "unrolled")
+
+
+@pytest.mark.parametrize(("method", "options"), METHODS)
+def test_nan_upper_loss_reported(method: str, options: dict) -> None:
+    from mmbilevel.hypergrad import HypergradientError
+
+    theta = torch.tensor(0.5, dtype=F64, requires_grad=True)
+    target = torch.tensor([[1.0, -2.0]], dtype=F64)
+    solver = _ridge_solver(theta, target, 60)
+    with pytest.raises(HypergradientError, match="upper loss E\\(z\\) is not finite"):
+        hypergrad(solver, torch.zeros_like(target), lambda z: z.sum() * float("nan"), [theta], method=method, **options)

@@ -204,6 +204,22 @@ def _check_finite(grads: Sequence[torch.Tensor], method: str) -> None:
             )
 
 
+def _check_upper_loss(loss: torch.Tensor, grad_z: torch.Tensor | None = None) -> None:
+    """Raise HypergradientError when E(z) or ∂E/∂z is not finite, before any solver is blamed."""
+    if not bool(torch.isfinite(loss.detach()).all()):
+        raise HypergradientError(
+            f"the upper loss E(z) is not finite ({float(loss.detach().reshape(-1)[0])}) at the "
+            "lower-level solution; check upper_loss and the solution z",
+            LinearSolveResult(loss.detach(), 0, math.nan, False),
+        )
+    if grad_z is not None and not bool(torch.isfinite(grad_z).all()):
+        raise HypergradientError(
+            "the gradient ∂E/∂z of the upper loss is not finite at the lower-level solution; "
+            "check upper_loss and the solution z",
+            LinearSolveResult(grad_z, 0, math.nan, False),
+        )
+
+
 def hypergrad(
     solver: IterativeSolver,
     x: torch.Tensor,
@@ -245,8 +261,9 @@ def hypergrad(
         HypergradResult with one gradient per parameter.
 
     Raises:
-        HypergradientError: the adjoint solve failed (per ``on_failure``) or a
-            gradient is not finite.
+        HypergradientError: the upper loss or its gradient is not finite, the
+            adjoint solve failed (per ``on_failure``), or a gradient is not
+            finite.
         FixedPointError: the forward solve of the implicit method failed
             (per ``on_failure``).
     """
@@ -265,6 +282,7 @@ def hypergrad(
         else:
             z = truncated_solution(solver.step, x, depth, settings.truncate)
         loss = upper_loss(z)
+        _check_upper_loss(loss)
         grads = _grads_or_zeros(loss, params)
     _check_finite(grads, settings.method)
     return HypergradResult(grads, loss.detach(), z.detach(), settings.method)
@@ -285,6 +303,7 @@ def _implicit_hypergrad(
         loss = upper_loss(z)
         direct = _grads_or_zeros(loss, [z, *params])
     grad_z, direct_params = direct[0], direct[1:]
+    _check_upper_loss(loss, grad_z)
 
     tol = settings.tol if settings.tol is not None else default_tolerance(x.dtype)
     adjoint = implicit_vjp(
