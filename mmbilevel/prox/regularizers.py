@@ -383,7 +383,8 @@ class _ActivationPenalty(Regularizer):
 
     For τ ≠ 1 the prox solves u + τ g̃′(u) = v, whose left side is increasing
     with slope ≥ 1 because g̃ is convex, by the batched scalar solver; the
-    solution is differentiable through one Newton step at the root.
+    solution is differentiable once, through one Newton step at the root
+    (a second derivative raises a RuntimeError).
     """
 
     domain = (-1.0, 1.0)
