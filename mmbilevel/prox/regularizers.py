@@ -117,17 +117,17 @@ class _FirstOrderOnly(torch.autograd.Function):
         return grad_output, None
 
 
-def _first_order_only(value: Tensor, what: str) -> Tensor:
+def _first_order_only(value: Tensor, description: str) -> Tensor:
     """Return ``value`` unchanged, with a gradient that raises when differentiated again.
 
     The solver-based prox attaches only first derivatives (one Newton step at
     a detached root). A double backward through it would silently miss the
-    second-order terms, so it raises a RuntimeError naming ``what`` instead.
+    second-order terms, so it raises a RuntimeError naming ``description`` instead.
     """
     if not value.requires_grad:
         return value
     message = (
-        f"{what} is differentiable once only: its derivative comes from one Newton step at the "
+        f"{description} is differentiable once only: its derivative comes from one Newton step at the "
         "solver's root, so second derivatives are not available; use a closed-form prox (for "
         "instance τ = 1 for ISRUPenalty and ArctanPenalty) or finite differences"
     )
@@ -426,7 +426,7 @@ class _ActivationPenalty(Regularizer):
                 "%s prox with step %s did not converge: residual %.3g after %d iterations",
                 type(self).__name__, tau_fixed.max().item(), result.residual, result.iterations,
             )
-        # Rounding inwards can leave the root a few ulps off; keep it inside [−1, 1].
+        # Keep the root inside dom g = [−1, 1], whatever rounding did to it.
         root = result.root.detach().clamp(-1.0, 1.0)
         if not (v.requires_grad or tau.requires_grad):
             return root
