@@ -226,6 +226,7 @@ def _run_two_spiral(args: argparse.Namespace) -> int:
 def _run_table2(args: argparse.Namespace) -> int:
     from mmbilevel.data import DataFormatError, DatasetNotFoundError
     from mmbilevel.experiments.table2 import Table2Settings, collect_cells, format_table, run_table2
+    from mmbilevel.train import TrainingInterrupted
 
     try:
         settings = Table2Settings(
@@ -238,6 +239,12 @@ def _run_table2(args: argparse.Namespace) -> int:
             args.dataset, settings, args.out, rows=args.rows, variants=args.variants,
             data_dir=args.data_dir, resume=args.resume, progress=False if args.no_progress else None,
         )
+    except TrainingInterrupted as interrupt:
+        logger.error(
+            "interrupted: the state after epoch %s is saved in %s; rerun the same command with --resume",
+            interrupt.epoch, interrupt.checkpoint_path,
+        )
+        return 130
     except (DatasetNotFoundError, DataFormatError) as error:
         logger.error("%s", error)
         return 1

@@ -342,6 +342,7 @@ def run_cell(
         result = train_model(
             model, train_data, test_data, seed_config,
             checkpoint_path=cell_dir / f"checkpoint-seed{seed}.pt", resume=resume, progress=progress,
+            run_config=run_settings,
         )
         logger.info(
             "%s %s %s seed %d: test accuracy %.4f after %d epochs (%.0f s)",

@@ -396,13 +396,44 @@ def train_stacked(
         raise ValueError(f"record_every={record_every} must be at least 1")
     dtype, device = net.flat.dtype, net.flat.device
     x, y = x.to(device=device, dtype=dtype), y.to(device)
-    n = x.shape[0]
     rates = torch.tensor(list(lrs), dtype=dtype, device=device)
 
     unique_seeds = sorted(set(int(seed) for seed in seeds))
     generators = [torch.Generator().manual_seed(seed) for seed in unique_seeds]
     order_row = torch.tensor([unique_seeds.index(int(seed)) for seed in seeds], device=device)
     diverged_at = [-1] * net.count
+
+    # The stacked tensors hold a few thousand numbers, far below the size where
+    # intra-op threads pay off; on a loaded machine a second thread that is not
+    # scheduled stalls every parallel operation (about 20 times slower measured
+    # on 2 shared cores), so training runs on one thread.
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train_stacked_loop(net, x, y, rates, generators, order_row, diverged_at,
+                                   epochs=epochs, batch_size=batch_size, record_every=record_every,
+                                   progress=progress, label=label)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train_stacked_loop(
+    net: StackedFFNN,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    rates: torch.Tensor,
+    generators: list[torch.Generator],
+    order_row: torch.Tensor,
+    diverged_at: list[int],
+    *,
+    epochs: int,
+    batch_size: int,
+    record_every: int,
+    progress: bool | None,
+    label: str,
+) -> StackedHistory:
+    n = x.shape[0]
+    device = x.device
     recorded_epochs: list[int] = []
     losses: list[np.ndarray] = []
     accuracies: list[np.ndarray] = []
