@@ -381,3 +381,21 @@ def test_sympy_closed_form_second_derivative() -> None:
     phi = legendre.from_sympy(sympy.cosh(T), T, (-sympy.oo, sympy.oo))
     y = torch.tensor([-3.0, 0.2, 4.0], dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradgradcheck(phi.grad_conjugate, (y,))
+
+
+@pytest.mark.parametrize(("expr", "domain"), [(sympy.exp(T), (-sympy.oo, sympy.oo)), (T**4, (-sympy.oo, sympy.oo))])
+def test_sympy_accepts_vanishing_curvature(expr, domain) -> None:
+    # exp has φ'' underflowing to 0 far out and t⁴ has φ''(0) = 0; both are strictly convex.
+    phi = legendre.from_sympy(expr, T, domain)
+    assert phi.domain == (-math.inf, math.inf)
+
+
+def test_sympy_rejects_affine() -> None:
+    with pytest.raises(ValueError, match="not strictly convex"):
+        legendre.from_sympy(2 * T + 1, T, (-1, 1), name="affine")
+
+
+def test_sympy_exp_activation() -> None:
+    phi = legendre.from_sympy(sympy.exp(T), T, (-sympy.oo, sympy.oo))
+    y = torch.tensor([0.5, 1.0, 20.0], dtype=torch.float64)
+    torch.testing.assert_close(phi.grad_conjugate(y), torch.log(y))

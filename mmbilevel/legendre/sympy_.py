@@ -183,14 +183,15 @@ class SympyLegendre(Legendre):
         return tensor[(tensor > lower) & (tensor < upper)]
 
     def _check_convex(self) -> None:
-        """Raise ValueError where φ'' < 0 at a sample point, or φ'' = 0 at two neighbouring ones."""
+        """Raise ValueError where φ'' < 0 at a sample point, or where φ'' = 0 at all of them."""
         points = self._interior_samples()
         with torch.no_grad():
             second = self._hessian_fn(points)
-        negative = second < 0
-        flat = (second == 0) & torch.roll(second == 0, 1)
-        flat[0] = False
-        bad = negative | flat
+        # φ'' = 0 at some points is allowed: exp underflows far out and t⁴ has
+        # φ''(0) = 0, both strictly convex. φ'' = 0 at every point means φ is affine.
+        bad = second < 0
+        if bool((second == 0).all()):
+            bad = second == 0
         if bool(bad.any()):
             index = int(bad.nonzero()[0])
             raise ValueError(
@@ -450,8 +451,8 @@ def from_sympy(
 ) -> SympyLegendre:
     """Build a Legendre function from φ given as a sympy expression.
 
-    ∇φ and φ'' come from ``sympy.diff``; φ'' must be positive at sample
-    points of the interior. sympy then tries to solve ∇φ(x) = y for x,
+    ∇φ and φ'' come from ``sympy.diff``; φ'' must be non-negative at sample
+    points of the interior, and positive at one at least. sympy then tries to solve ∇φ(x) = y for x,
     rewritten into numerically safer forms where possible (asinh for
     log(y + √(y² + 1)), e⁻ʸ for eʸ in fractions). A solution is kept when it
     matches the Newton-bisection root at sample points of the range of ∇φ
@@ -474,8 +475,8 @@ def from_sympy(
         A `SympyLegendre`.
 
     Raises:
-        ValueError: the domain is empty, φ'' ≤ 0 at a sample point (φ is not
-            strictly convex), or φ, ∇φ or φ'' uses a function that has no
+        ValueError: the domain is empty, φ'' < 0 at a sample point or φ'' = 0
+            at all of them (φ is not strictly convex), or φ, ∇φ or φ'' uses a function that has no
             torch counterpart in ``TORCH_FUNCTIONS``.
 
     Example:
