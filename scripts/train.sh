@@ -5,4 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/mmbilevel -v train --out runs/main "$@"
+# Each run gets its own folder, so a second run never overwrites the first.
+exec .venv/bin/mmbilevel -v train --out "runs/main-$(date +%Y%m%d-%H%M%S)" "$@"
