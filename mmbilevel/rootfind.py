@@ -271,13 +271,18 @@ def _solve(
     lower, upper = _round_inward(fn, lower, upper)
     a, b = _expand_bracket(fn, target, lower, upper)
     fa, fb = fn(a), fn(b)
-    decreasing = fa > fb
+    # An increasing fn has fn(a) ≤ fn(m) ≤ fn(b) at the first split point m too;
+    # this catches fn = 3t² on [−1, 1], whose end values are equal.
+    middle = _split_point(a, b)
+    f_middle = fn(middle)
+    decreasing = (fa > fb) | (fa > f_middle) | (f_middle > fb)
     if bool(decreasing.any()):
-        index = decreasing.nonzero()[0].tolist()
+        index = tuple(decreasing.nonzero()[0].tolist())
         raise ValueError(
-            f"fn is not increasing on the bracket: fn({float(a[tuple(index)]):.17g}) = "
-            f"{float(fa[tuple(index)]):.6g} > fn({float(b[tuple(index)]):.17g}) = "
-            f"{float(fb[tuple(index)]):.6g}; pass an increasing fn (the derivative of a convex function)"
+            f"fn is not increasing on the bracket: fn at {float(a[index]):.17g}, "
+            f"{float(middle[index]):.17g} and {float(b[index]):.17g} is {float(fa[index]):.6g}, "
+            f"{float(f_middle[index]):.6g} and {float(fb[index]):.6g}; pass an increasing fn "
+            "(the derivative of a convex function)"
         )
 
     # Where an infinite bound could not be replaced by a finite one (fn has

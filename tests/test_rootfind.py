@@ -200,3 +200,9 @@ def test_overflowing_slope_no_stall() -> None:
     result = solve_increasing(lambda t: -1 / t, target, 0.0, math.inf, fn_grad=lambda t: t**-2)
     assert result.converged
     assert math.isclose(float(result.root), 1e-200, rel_tol=1e-14)
+
+
+def test_rejects_non_monotone_equal_ends() -> None:
+    # 3t² has equal values at ±1 but dips in between.
+    with pytest.raises(ValueError, match="not increasing"):
+        solve_increasing(lambda t: 3 * t * t, torch.tensor([1.0], dtype=torch.float64), -1.0, 1.0)
