@@ -362,7 +362,8 @@ def _kkt_residual(
     fx: torch.Tensor, target: torch.Tensor, x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor
 ) -> float:
     """Return the max violation of the optimality condition of min F(t) − target·t on the bracket."""
-    gap = fx - target
+    # fn(x) = target = ±inf at an end is exact, not inf − inf = NaN.
+    gap = torch.where(fx == target, torch.zeros_like(fx), fx - target)
     violation = gap.abs()
     # At the upper end fn(upper) ≤ target is optimal, at the lower end fn(lower) ≥ target.
     violation = torch.where(x == upper, gap.clamp_min(0.0), violation)

@@ -206,3 +206,9 @@ def test_rejects_non_monotone_equal_ends() -> None:
     # 3t² has equal values at ±1 but dips in between.
     with pytest.raises(ValueError, match="not increasing"):
         solve_increasing(lambda t: 3 * t * t, torch.tensor([1.0], dtype=torch.float64), -1.0, 1.0)
+
+
+def test_infinite_target_at_end_exact() -> None:
+    # fn(1) = +inf = target is met exactly, so the residual is 0, not inf − inf.
+    result = solve_increasing(lambda t: t / torch.sqrt(1 - t * t), torch.tensor([math.inf], dtype=torch.float64), -1.0, 1.0)
+    assert result.residual == 0.0
