@@ -399,3 +399,21 @@ def test_sympy_exp_activation() -> None:
     phi = legendre.from_sympy(sympy.exp(T), T, (-sympy.oo, sympy.oo))
     y = torch.tensor([0.5, 1.0, 20.0], dtype=torch.float64)
     torch.testing.assert_close(phi.grad_conjugate(y), torch.log(y))
+
+
+class Reversed(Legendre):
+    """A subclass whose domain is given in the wrong order."""
+
+    name = "reversed"
+    domain = (1.0, -1.0)
+
+    def value(self, x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * x * x
+
+    def grad(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def test_fallback_reversed_domain_named() -> None:
+    with pytest.raises(ValueError, match=r"reversed: the domain \[1, -1\] of Reversed"):
+        Reversed().grad_conjugate(torch.tensor([0.5], dtype=torch.float64))

@@ -169,6 +169,11 @@ class Legendre:
                 self.name,
             )
         lower, upper = self.domain
+        if not lower < upper:
+            raise ValueError(
+                f"{self.name}: the domain {self._domain_text()} of {type(self).__name__} is empty or "
+                "reversed; set domain = (lower, upper) with lower < upper"
+            )
         try:
             result = solve_increasing(
                 lambda t: self.grad(t),
