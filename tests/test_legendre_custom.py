@@ -417,3 +417,14 @@ class Reversed(Legendre):
 def test_fallback_reversed_domain_named() -> None:
     with pytest.raises(ValueError, match=r"reversed: the domain \[1, -1\] of Reversed"):
         Reversed().grad_conjugate(torch.tensor([0.5], dtype=torch.float64))
+
+
+def test_subclass_without_grad_rejected() -> None:
+    class ValueOnly(Legendre):
+        domain = (0.0, 1.0)
+
+        def value(self, x: torch.Tensor) -> torch.Tensor:
+            return x * x
+
+    with pytest.raises(TypeError, match="ValueOnly does not define grad"):
+        ValueOnly()

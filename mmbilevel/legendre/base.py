@@ -104,6 +104,15 @@ class Legendre:
     essentially_smooth: bool = True
     last_solve: RootResult | None = None
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> Legendre:
+        missing = [name for name in ("value", "grad") if getattr(cls, name) is getattr(Legendre, name)]
+        if missing:
+            raise TypeError(
+                f"{cls.__name__} does not define {' and '.join(missing)}; a Legendre subclass must "
+                "define value(x) (φ) and grad(x) (∇φ)"
+            )
+        return super().__new__(cls)
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         for method_name in _PRIMAL_METHODS:
