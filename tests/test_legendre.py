@@ -521,8 +521,8 @@ def test_conjugate_at_infinity(name: str) -> None:
 @pytest.mark.parametrize(("name", "factor"), [("arctan", 1.0), ("tanh", 1.0), ("scaled_arctan", 2 / math.pi)])
 @pytest.mark.parametrize("y", [1e-8, -3e-5, 0.3, 0.6])
 def test_conjugate_small_input_precision(name: str, factor: float, y: float) -> None:
-    # Reference from mpmath-free series: φ*(y) = factor·Σ (−1)^{k+1} y^{2k}/(2k(2k − 1)) for arctan
-    # and Σ of the log cosh series for tanh, summed in float64 far past convergence.
+    # References: for arctan, factor·Σ (−1)^{k+1} y^{2k}/(2k(2k − 1)) summed far past convergence;
+    # for tanh, the Taylor series of log cosh near 0 and math.log(math.cosh(y)) above 0.1.
     if name == "tanh":
         reference = math.log(math.cosh(y)) if abs(y) > 0.1 else y * y / 2 - y**4 / 12 + y**6 / 45 - 17 * y**8 / 2520
     else:
