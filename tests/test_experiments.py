@@ -120,6 +120,21 @@ def test_train_stacked_matches_train_model(variant, init):
         assert history.final_accuracy()[index] == pytest.approx(result.history.last.train_accuracy)
 
 
+def test_train_stacked_mixed_variants_match_train_model():
+    # Figure 5 stacks all variants and both initializations in one batch.
+    specs = [(variant, init, seed) for variant in VARIANTS for init in INITS for seed in (0, 3)]
+    net = build_networks(specs, SpiralSettings(), layers=3)
+    x, y = spiral_data()
+    seeds = [seed for _, _, seed in specs]
+    history = train_stacked(net, x, y, lrs=[0.1] * len(specs), seeds=seeds, epochs=2, batch_size=10)
+    for index, (variant, init, seed) in enumerate(specs):
+        model = build_seeded(lambda: build_ffnn(variant, init), seed)
+        result = train_model(model, (x, y), None, TrainConfig(epochs=2, lr=0.1, batch_size=10, seed=seed),
+                             progress=False)
+        assert max_difference(net.model(index), model) < TRAJECTORY_TOL, (variant, init, seed)
+        assert history.final_loss()[index] == pytest.approx(result.history.last.train_loss, abs=TRAJECTORY_TOL)
+
+
 def test_train_stacked_uses_each_learning_rate():
     rates = [0.05, 0.5]
     net = build_networks([("bregman", "random", 1)] * 2, SpiralSettings(), layers=3)
