@@ -207,6 +207,56 @@ def test_cifar_corrupt_batch(tmp_path, content, message):
     assert "data_batch_1" in str(info.value)
 
 
+SMALL_BATCH = pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [1, 2]}, protocol=2)
+# Without image bytes, random mutations land on the pickle opcodes and the array header.
+EMPTY_BATCH = pickle.dumps({b"data": np.zeros((0, 3072), np.uint8), b"labels": []}, protocol=2)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        SMALL_BATCH.replace(b"latin1", b"latinX"),
+        b"\x80\x04\x96\xff\xff\xff\xff\xff\xff\xff\xff.",
+        b"S'abc\n.",
+        SMALL_BATCH.replace(b"X\x02\x00\x00\x00u1", b"X\x02\x00\x00\x00,1"),
+        b"\x80\x02}q\x00(X\x04\x00\x00\x00datah\x05u.",
+        pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [[1], [2, 3]]}),
+    ],
+    ids=[
+        "unknown-encoding",
+        "huge-length",
+        "bad-string-literal",
+        "bad-dtype-string",
+        "missing-memo",
+        "ragged-labels",
+    ],
+)
+def test_cifar_mutated_batch_format_error(tmp_path, content):
+    path = tmp_path / "data_batch_2"
+    path.write_bytes(content)
+    with pytest.raises(DataFormatError) as info:
+        read_cifar10_batch(path)
+    assert "data_batch_2" in str(info.value)
+
+
+def test_cifar_random_mutations_format_error(tmp_path):
+    # Overwrite 1 to 4 random bytes of a valid batch, and truncate every third
+    # mutant. Every failure must surface as a DataFormatError naming the file.
+    rng = np.random.default_rng(0)
+    path = tmp_path / "test_batch"
+    for trial in range(300):
+        mutant = bytearray(EMPTY_BATCH)
+        for _ in range(rng.integers(1, 5)):
+            mutant[rng.integers(len(mutant))] = rng.integers(256)
+        if trial % 3 == 0:
+            mutant = mutant[: rng.integers(len(mutant))]
+        path.write_bytes(bytes(mutant))
+        try:
+            read_cifar10_batch(path)
+        except DataFormatError as error:
+            assert "test_batch" in str(error), bytes(mutant)
+
+
 def test_cifar_rejects_code_in_pickle(tmp_path):
     class Payload:
         def __reduce__(self):

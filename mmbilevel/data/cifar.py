@@ -78,11 +78,19 @@ def read_cifar10_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
             message names the file.
     """
     path = Path(path)
+    with open(path, "rb") as handle:
+        payload = handle.read()
+
+    # Decoding damaged pickle bytes can fail inside pickle, codecs or numpy with
+    # almost any exception type (LookupError, OverflowError, SyntaxError,
+    # MemoryError, ...). The restricted unpickler already blocks code execution,
+    # so every such failure only means that the file is corrupt.
     try:
-        with open(path, "rb") as handle:
-            batch = _ArrayUnpickler(io.BytesIO(handle.read()), encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as error:
-        raise DataFormatError(path, f"not a readable pickled batch ({error})") from error
+        batch = _ArrayUnpickler(io.BytesIO(payload), encoding="bytes").load()
+    except Exception as error:
+        raise DataFormatError(
+            path, f"not a readable pickled batch ({type(error).__name__}: {error})"
+        ) from error
 
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
         raise DataFormatError(path, "expected a pickled dict with keys b'data' and b'labels'")
@@ -93,7 +101,10 @@ def read_cifar10_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if data.ndim != 2 or data.shape[1] != _IMAGE_SIZE:
         raise DataFormatError(path, f"b'data' has shape {data.shape}, expected (N, {_IMAGE_SIZE})")
 
-    labels = np.asarray(batch[b"labels"])
+    try:
+        labels = np.asarray(batch[b"labels"])
+    except (ValueError, TypeError) as error:
+        raise DataFormatError(path, f"b'labels' is not a flat list of integers ({error})") from error
     if labels.ndim != 1 or labels.shape[0] != data.shape[0]:
         raise DataFormatError(
             path, f"{labels.shape[0] if labels.ndim else 0} labels but {data.shape[0]} images"
