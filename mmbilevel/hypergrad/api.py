@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -107,7 +108,7 @@ class HypergradResult:
 
     Attributes:
         grads: ∇θ E, one tensor per parameter in the order given (zeros for a
-            parameter that E does not depend on).
+            parameter that neither T nor E reads).
         loss: the upper loss E at the lower-level solution (detached).
         solution: the lower-level solution z⁽ᴸ⁾ or z* (detached).
         method: the method used.
@@ -179,9 +180,24 @@ def solve_fixed_point(
     )
 
 
-def _grads_or_zeros(
+def _check_params(params: Sequence[torch.Tensor]) -> None:
+    """Raise ValueError for a parameter that does not require grad: no gradient can ever reach it."""
+    for index, param in enumerate(params):
+        if not isinstance(param, torch.Tensor):
+            raise TypeError(f"parameter {index} must be a torch.Tensor, got {type(param).__name__}")
+        if not param.requires_grad:
+            raise ValueError(
+                f"parameter {index} (shape {tuple(param.shape)}) does not require grad, so its "
+                "hypergradient would always be zero; call requires_grad_() on it before the "
+                "majorants are built from it (a majorant built earlier keeps a constant copy), "
+                "or leave it out of params"
+            )
+
+
+def _gradients(
     output: torch.Tensor, inputs: Sequence[torch.Tensor], grad_output: torch.Tensor | None = None
-) -> tuple[torch.Tensor, ...]:
+) -> tuple[torch.Tensor | None, ...]:
+    """Return ∂output/∂input (times grad_output) per input, None where the graph does not reach it."""
     differentiable = [t for t in inputs if t.requires_grad]
     found: Sequence[torch.Tensor | None] = ()
     if differentiable and output.requires_grad:
@@ -191,7 +207,30 @@ def _grads_or_zeros(
             output, differentiable, grad_output, retain_graph=True, allow_unused=True
         )
     lookup = {id(t): g for t, g in zip(differentiable, found)}
-    return tuple(torch.zeros_like(t) if lookup.get(id(t)) is None else lookup[id(t)] for t in inputs)
+    return tuple(lookup.get(id(t)) for t in inputs)
+
+
+def _zeros_for_none(
+    grads: Sequence[torch.Tensor | None], inputs: Sequence[torch.Tensor]
+) -> tuple[torch.Tensor, ...]:
+    return tuple(torch.zeros_like(t) if g is None else g for g, t in zip(grads, inputs))
+
+
+def _warn_if_unreached(connected: Sequence[bool], where: str) -> None:
+    """Warn when not one of several parameters is connected to the graph of ``where``.
+
+    A single unread parameter has the correct gradient 0. When none is read,
+    the majorants were most likely built from detached copies of them.
+    """
+    if connected and not any(connected):
+        warnings.warn(
+            f"none of the {len(connected)} parameters reaches {where} in the autograd graph, "
+            "so every hypergradient is zero; if the majorants were built from detached copies "
+            "(theta.detach(), float(theta) or a tensor made before requires_grad_()), build "
+            "them from the parameters themselves",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _check_finite(grads: Sequence[torch.Tensor], method: str) -> None:
@@ -237,7 +276,10 @@ def hypergrad(
             independent lower-level problems.
         upper_loss: z ↦ E(z), a scalar tensor; it may read the parameters too,
             and their direct partial derivatives are included.
-        params: tensors θ to differentiate with respect to (x may be one of them).
+        params: tensors θ to differentiate with respect to (x may be one of them);
+            each must require grad. A parameter that neither T nor E reads gets a
+            zero gradient. When not one of them is reached (majorants built from
+            detached copies, say), it warns with a ``UserWarning``.
         method: ``"unrolled"``, ``"truncated"`` or ``"implicit"``.
         **options: fields of :class:`HypergradOptions`:
 
@@ -261,6 +303,7 @@ def hypergrad(
         HypergradResult with one gradient per parameter.
 
     Raises:
+        ValueError: a parameter does not require grad (checked before solving).
         HypergradientError: the upper loss or its gradient is not finite, the
             adjoint solve failed (per ``on_failure``), or a gradient is not
             finite.
@@ -269,6 +312,7 @@ def hypergrad(
     """
     settings = HypergradOptions(method=method, **options)
     params = list(params)
+    _check_params(params)
 
     if settings.method == "implicit":
         return _implicit_hypergrad(solver, x, upper_loss, params, settings)
@@ -283,7 +327,9 @@ def hypergrad(
             z = truncated_solution(solver.step, x, depth, settings.truncate)
         loss = upper_loss(z)
         _check_upper_loss(loss)
-        grads = _grads_or_zeros(loss, params)
+        found = _gradients(loss, params)
+    _warn_if_unreached([g is not None for g in found], "the lower-level map T or the upper loss")
+    grads = _zeros_for_none(found, params)
     _check_finite(grads, settings.method)
     return HypergradResult(grads, loss.detach(), z.detach(), settings.method)
 
@@ -301,8 +347,8 @@ def _implicit_hypergrad(
     z = forward.solution.detach().requires_grad_(True)
     with torch.enable_grad():
         loss = upper_loss(z)
-        direct = _grads_or_zeros(loss, [z, *params])
-    grad_z, direct_params = direct[0], direct[1:]
+        direct = _gradients(loss, [z, *params])
+    grad_z = torch.zeros_like(z) if direct[0] is None else direct[0]
     _check_upper_loss(loss, grad_z)
 
     tol = settings.tol if settings.tol is not None else default_tolerance(x.dtype)
@@ -316,7 +362,9 @@ def _implicit_hypergrad(
         maxiter=settings.maxiter,
         on_failure=settings.on_failure,
     )
-    grads = tuple(d + a for d, a in zip(direct_params, adjoint.grads))
+    connected = [d is not None or c for d, c in zip(direct[1:], adjoint.connected)]
+    _warn_if_unreached(connected, "the lower-level map T or the upper loss")
+    grads = tuple(a if d is None else d + a for d, a in zip(direct[1:], adjoint.grads))
     _check_finite(grads, "implicit")
     return HypergradResult(
         grads, loss.detach(), forward.solution, "implicit", forward, adjoint.linear_solve

@@ -26,7 +26,10 @@ from mmbilevel.hypergrad.api import (
     HypergradOptions,
     IterativeSolver,
     _check_finite,
-    _grads_or_zeros,
+    _check_params,
+    _gradients,
+    _warn_if_unreached,
+    _zeros_for_none,
     default_tolerance,
     solve_fixed_point,
     stationary_map,
@@ -117,8 +120,12 @@ class _SolveFunction(torch.autograd.Function):
             )
             context.diagnostics.adjoint = result.linear_solve
             grads = result.grads
+            connected = result.connected[1:]
         else:
-            grads = _recompute_vjp(context, x, needs_x, wanted, grad_z)
+            found = _recompute_vjp(context, x, needs_x, wanted, grad_z)
+            grads = _zeros_for_none(found, [x, *wanted])
+            connected = tuple(g is not None for g in found[1:])
+        _warn_if_unreached(connected, "the lower-level map T")
         _check_finite(grads, options.method)
 
         grad_x = grads[0] if needs_x else None
@@ -133,7 +140,7 @@ def _recompute_vjp(
     needs_x: bool,
     wanted: list[torch.Tensor],
     grad_z: torch.Tensor,
-) -> tuple[torch.Tensor, ...]:
+) -> tuple[torch.Tensor | None, ...]:
     options = context.options
     depth = options.resolved_depth(context.solver)
     start = x.detach().requires_grad_(needs_x)
@@ -148,7 +155,7 @@ def _recompute_vjp(
             )
         else:
             z = truncated_solution(context.solver.step, start, depth, options.truncate)
-        return _grads_or_zeros(z, [start, *wanted], grad_z)
+        return _gradients(z, [start, *wanted], grad_z)
 
 
 def differentiable_solve(
@@ -167,8 +174,9 @@ def differentiable_solve(
             :class:`mmbilevel.mm.MMSolver`.
         x: starting points z⁽⁰⁾, shaped ``(..., d)``.
         params: every tensor that the solver's majorants read and that should
-            receive a gradient. A tensor that the solver reads but that is not
-            listed receives no gradient.
+            receive a gradient; each must require grad. A tensor that the solver
+            reads but that is not listed receives no gradient. When the backward
+            pass finds that T reads none of them, it warns (``UserWarning``).
         method: ``"unrolled"``, ``"truncated"`` or ``"implicit"``.
         diagnostics: an optional :class:`SolveDiagnostics` that the forward and
             backward passes fill in.
@@ -178,11 +186,15 @@ def differentiable_solve(
         z, shaped like x, with ``requires_grad=True`` whenever x or a parameter
         requires grad.
 
+    Raises:
+        ValueError: a parameter does not require grad, or an option is invalid.
+
     Example:
         >>> z = differentiable_solve(solver, x, [theta], method="implicit")  # doctest: +SKIP
         >>> upper_loss(z).backward()  # doctest: +SKIP
     """
     settings = HypergradOptions(method=method, **options)
     params = list(params)
+    _check_params(params)
     context = _Context(solver, settings, diagnostics or SolveDiagnostics(), params)
     return _SolveFunction.apply(context, x, *params)

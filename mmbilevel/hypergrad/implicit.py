@@ -59,10 +59,13 @@ class AdjointResult:
         grads: (∂T/∂θ)ᵀ v for each requested input θ, zeros where T does not
             depend on θ.
         linear_solve: diagnostics of the solve of (I − ∂T/∂z)ᵀ v = b.
+        connected: for each input, whether the autograd graph of T(z) reaches
+            it; False marks a zero gradient that comes from T not reading θ.
     """
 
     grads: tuple[torch.Tensor, ...]
     linear_solve: LinearSolveResult
+    connected: tuple[bool, ...] = ()
 
 
 def _resolve_solver(linear_solver: str | LinearSolver) -> tuple[str, LinearSolver]:
@@ -205,7 +208,8 @@ def implicit_vjp(
     grads = tuple(
         torch.zeros_like(t) if lookup.get(id(t)) is None else lookup[id(t)] for t in inputs
     )
-    return AdjointResult(grads, solve)
+    connected = tuple(lookup.get(id(t)) is not None for t in inputs)
+    return AdjointResult(grads, solve, connected)
 
 
 def attach_implicit_gradient(
