@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from mmbilevel import legendre
 from mmbilevel.data import (
     DATASETS,
     DataFormatError,
@@ -464,6 +465,20 @@ def test_prepare_flattens_into_domain(tmp_path):
     assert x.shape == (12, 784)
     assert float(x.min()) >= 0.01 - 1e-7
     assert float(x.max()) <= 0.99 + 1e-7
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "tanh", "isru", "elliot", "scaled_arctan"])
+def test_prepare_tiny_margin_float32_interior(tmp_path, name):
+    # Pixel 1 maps to 1 − 1e-9, which is 1.0 in float32, an end of dom φ, unless moved inward.
+    write_idx_folder(tmp_path, counts=(4, 2))
+    x, _ = prepare("mnist", name, data_dir=tmp_path, dtype=torch.float32, margin=1e-9)
+    assert x.max() < 1.0
+    assert x.min() > float(legendre.get(name).domain[0])
+
+
+def test_prepare_rejects_zero_margin(tmp_path):
+    with pytest.raises(ValueError, match="margin=0.0"):
+        prepare("mnist", "sigmoid", data_dir=tmp_path / "absent", margin=0.0)
 
 
 def test_prepare_image_shaped(tmp_path):

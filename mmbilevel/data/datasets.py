@@ -23,7 +23,7 @@ from mmbilevel.data.idx import has_idx_files, read_idx_split
 from mmbilevel.data.locate import DATA_ENV_VAR, locate
 from mmbilevel.data.spiral import SPIRAL_DEFAULTS, two_spirals
 from mmbilevel.legendre import Legendre
-from mmbilevel.nn.preprocess import DEFAULT_MARGIN, to_domain
+from mmbilevel.nn.preprocess import DEFAULT_MARGIN, domain_target, to_domain
 from mmbilevel.registry import Registry
 
 __all__ = ["DATASETS", "DatasetInfo", "dataloader", "find_data_dir", "load", "prepare"]
@@ -266,9 +266,15 @@ def prepare(
     The samples are mapped by :func:`mmbilevel.nn.to_domain` from the data
     set's source range (pixels in [0, 1]), then flattened to (N, features)
     for an FFNN, or kept image-shaped (N, C, H, W) for a CNN when
-    ``flatten=False``. The other arguments are those of :func:`load`.
+    ``flatten=False``. Every sample value lies strictly inside dom φ, also
+    after rounding to ``dtype``, for any ``margin`` in the open interval
+    (0, 0.5). The other arguments are those of :func:`load`.
+
+    Raises:
+        ValueError: ``margin`` is not in (0, 0.5), checked before any file is read.
     """
     info = DATASETS.get(name)
+    domain_target(activation, info.source_range, margin)
     x, y = load(name, data_dir, split, limit=limit, dtype=dtype, **options)
     x = to_domain(x, activation, source=info.source_range, margin=margin)
     if flatten:
