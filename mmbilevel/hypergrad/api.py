@@ -93,13 +93,37 @@ class HypergradOptions:
             )
         if self.method == "truncated" and self.truncate is None:
             raise ValueError("method='truncated' needs truncate=K, the number of final iterations")
+        if self.segments is not None and not self.checkpointing:
+            raise ValueError(
+                f"segments={self.segments} has no effect without checkpointing; pass "
+                "checkpointing=True as well, or drop segments"
+            )
 
     def resolved_depth(self, solver: IterativeSolver) -> int:
-        """Return the number L of iterations for the unrolled and truncated methods."""
-        depth = self.depth if self.depth is not None else getattr(solver, "depth", None)
+        """Return the number L of iterations for the unrolled and truncated methods.
+
+        Raises:
+            ValueError: L < 1, or L exceeds the depth of a solver that defines
+                only ``solver.depth`` maps T_0, …, T_{depth−1}.
+        """
+        solver_depth = getattr(solver, "depth", None)
+        depth = self.depth if self.depth is not None else solver_depth
         if depth is None:
             raise ValueError("pass depth=L: the solver has no depth attribute")
-        return int(depth)
+        depth = int(depth)
+        if depth < 1:
+            source = f"solver.depth={depth}" if self.depth is None else f"depth={depth}"
+            raise ValueError(
+                f"{source}, but the {self.method} method needs depth ≥ 1 iterations to "
+                "differentiate through; build the solver with depth ≥ 1 or pass depth=L ≥ 1"
+            )
+        if solver_depth is not None and depth > int(solver_depth):
+            raise ValueError(
+                f"depth={depth} exceeds solver.depth={int(solver_depth)}: the solver defines the "
+                f"maps T_l only for l < {int(solver_depth)}; pass depth ≤ {int(solver_depth)} or "
+                f"build the solver with depth={depth}"
+            )
+        return depth
 
 
 @dataclass(frozen=True)
@@ -128,9 +152,15 @@ def stationary_map(solver: IterativeSolver) -> Callable[[torch.Tensor], torch.Te
     """Return z ↦ T(z) for a solver that applies the same MM map at every iteration.
 
     Raises:
-        ValueError: the solver has a different majorant per iteration, so it has
-            no single fixed-point map to differentiate implicitly.
+        ValueError: the solver has depth 0, or a different majorant per
+            iteration, so it has no single fixed-point map to differentiate
+            implicitly.
     """
+    if getattr(solver, "depth", None) == 0:
+        raise ValueError(
+            "solver.depth=0, so the solver defines no MM map T to differentiate at its fixed "
+            "point; build it with depth ≥ 1 (the implicit method uses T_0 whatever the depth)"
+        )
     majorants = getattr(solver, "majorants", None)
     if isinstance(majorants, Sequence) and len({id(m) for m in majorants}) > 1:
         raise ValueError(
@@ -233,14 +263,40 @@ def _warn_if_unreached(connected: Sequence[bool], where: str) -> None:
         )
 
 
-def _check_finite(grads: Sequence[torch.Tensor], method: str) -> None:
+def _check_finite(
+    grads: Sequence[torch.Tensor], method: str, labels: Sequence[str] | None = None
+) -> None:
+    """Raise HypergradientError for the first non-finite gradient, named by ``labels``."""
     for index, grad in enumerate(grads):
         if not bool(torch.isfinite(grad).all()):
+            label = labels[index] if labels is not None else f"parameter {index}"
             raise HypergradientError(
-                f"the {method} hypergradient of parameter {index} is not finite; the lower-level "
+                f"the {method} hypergradient of {label} is not finite; the lower-level "
                 "iteration overflowed or left the domain of its map",
                 LinearSolveResult(grad, 0, math.nan, False),
             )
+
+
+def _check_scalar_loss(loss: object) -> torch.Tensor:
+    """Return the upper loss, or raise ValueError when it is not a one-element tensor."""
+    if not isinstance(loss, torch.Tensor):
+        raise TypeError(f"upper_loss must return a scalar tensor, got {type(loss).__name__}")
+    if loss.numel() != 1:
+        raise ValueError(
+            f"upper_loss must return a scalar, got a tensor of shape {tuple(loss.shape)}; "
+            "reduce it with .sum() or .mean()"
+        )
+    return loss
+
+
+def _check_grad_z(grad_z: torch.Tensor) -> None:
+    """Raise HypergradientError when ∂E/∂z is not finite, before any solver is blamed."""
+    if not bool(torch.isfinite(grad_z).all()):
+        raise HypergradientError(
+            "the gradient ∂E/∂z of the upper loss is not finite at the lower-level solution; "
+            "check upper_loss and the solution z",
+            LinearSolveResult(grad_z, 0, math.nan, False),
+        )
 
 
 def _check_upper_loss(loss: torch.Tensor, grad_z: torch.Tensor | None = None) -> None:
@@ -251,12 +307,8 @@ def _check_upper_loss(loss: torch.Tensor, grad_z: torch.Tensor | None = None) ->
             "lower-level solution; check upper_loss and the solution z",
             LinearSolveResult(loss.detach(), 0, math.nan, False),
         )
-    if grad_z is not None and not bool(torch.isfinite(grad_z).all()):
-        raise HypergradientError(
-            "the gradient ∂E/∂z of the upper loss is not finite at the lower-level solution; "
-            "check upper_loss and the solution z",
-            LinearSolveResult(grad_z, 0, math.nan, False),
-        )
+    if grad_z is not None:
+        _check_grad_z(grad_z)
 
 
 def hypergrad(
@@ -303,7 +355,10 @@ def hypergrad(
         HypergradResult with one gradient per parameter.
 
     Raises:
-        ValueError: a parameter does not require grad (checked before solving).
+        ValueError: a parameter does not require grad (checked before solving),
+            an option is invalid (``depth`` must lie in [1, ``solver.depth``],
+            ``segments`` needs ``checkpointing=True``), or the upper loss is
+            not a scalar.
         HypergradientError: the upper loss or its gradient is not finite, the
             adjoint solve failed (per ``on_failure``), or a gradient is not
             finite.
@@ -325,9 +380,14 @@ def hypergrad(
             )
         else:
             z = truncated_solution(solver.step, x, depth, settings.truncate)
-        loss = upper_loss(z)
+        loss = _check_scalar_loss(upper_loss(z))
         _check_upper_loss(loss)
-        found = _gradients(loss, params)
+        # ∂E/∂z comes with the parameters' gradients, so that an infinite one is
+        # reported as the loss's fault rather than as an overflow of the iteration.
+        found = _gradients(loss, [z, *params])
+    if found[0] is not None:
+        _check_grad_z(found[0])
+    found = found[1:]
     _warn_if_unreached([g is not None for g in found], "the lower-level map T or the upper loss")
     grads = _zeros_for_none(found, params)
     _check_finite(grads, settings.method)
@@ -346,7 +406,7 @@ def _implicit_hypergrad(
 
     z = forward.solution.detach().requires_grad_(True)
     with torch.enable_grad():
-        loss = upper_loss(z)
+        loss = _check_scalar_loss(upper_loss(z))
         direct = _gradients(loss, [z, *params])
     grad_z = torch.zeros_like(z) if direct[0] is None else direct[0]
     _check_upper_loss(loss, grad_z)

@@ -26,6 +26,7 @@ from mmbilevel.hypergrad.api import (
     HypergradOptions,
     IterativeSolver,
     _check_finite,
+    _check_grad_z,
     _check_params,
     _gradients,
     _warn_if_unreached,
@@ -103,8 +104,12 @@ class _SolveFunction(torch.autograd.Function):
         (z,) = ctx.saved_tensors
         x: torch.Tensor = ctx.x
         context.diagnostics.backward_calls += 1
+        _check_grad_z(grad_z)
         needs_x = ctx.needs_input_grad[1]
         wanted = [p for p, needed in zip(context.params, ctx.needs_input_grad[2:]) if needed]
+        labels = ["the start x"] + [
+            f"parameter {index}" for index, needed in enumerate(ctx.needs_input_grad[2:]) if needed
+        ]
 
         if options.method == "implicit":
             tol = options.tol if options.tol is not None else default_tolerance(z.dtype)
@@ -126,7 +131,7 @@ class _SolveFunction(torch.autograd.Function):
             grads = _zeros_for_none(found, [x, *wanted])
             connected = tuple(g is not None for g in found[1:])
         _warn_if_unreached(connected, "the lower-level map T")
-        _check_finite(grads, options.method)
+        _check_finite(grads, options.method, labels)
 
         grad_x = grads[0] if needs_x else None
         lookup = {id(p): g for p, g in zip(wanted, grads[1:])}
