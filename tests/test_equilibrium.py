@@ -242,6 +242,11 @@ def _saved_bytes(model: torch.nn.Module, x: torch.Tensor) -> int:
     return total
 
 
+# tol=0 stops both solves at maxiter on purpose. The backward pass then warns
+# that the forward solve did not converge, and the adjoint solve at that
+# iterate may stop above its tolerance too.
+@pytest.mark.filterwarnings("ignore:backward through:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:adjoint solve:RuntimeWarning")
 def test_memory_independent_of_iterations() -> None:
     x = _inputs(16, 2, seed=5)
     sizes = []
@@ -311,3 +316,32 @@ def test_equilibrium_gradcheck() -> None:
     eq = BregmanEquilibrium(4, "tanh", in_features=3, dtype=torch.float64, tol=1e-10, maxiter=100000, adjoint_tol=1e-12)
     x = (torch.rand(2, 3, dtype=torch.float64) * 0.5).requires_grad_()
     assert torch.autograd.gradcheck(eq, (x,))
+
+
+def test_unconverged_backward_warns_and_freezes_nothing() -> None:
+    # Two iterations leave Wz + Ux + b far from 0 at interior points: freezing those
+    # coordinates as boundary limits would give a zero gradient without a warning.
+    torch.manual_seed(3)
+    layer = BregmanEquilibrium(3, "tanh", in_features=2, injection=True, maxiter=2, tol=1e-12, on_failure="ignore", dtype=F64)
+    output = layer(torch.randn(4, 2, dtype=F64))
+    assert not layer.last_result.converged
+    assert not bool(layer.last_active.any())
+    with pytest.warns(RuntimeWarning, match="did not converge.*residual"):
+        output.sum().backward()
+    assert float(layer.bias.grad.abs().max()) > 1e-3
+
+
+def test_unconverged_rotation_not_silent() -> None:
+    # A rotation W never settles. Backward must raise or warn, never return a silent zero.
+    from mmbilevel.hypergrad import HypergradientError
+
+    layer = BregmanEquilibrium(2, "tanh", weight="free", injection=False, maxiter=300, on_failure="ignore", dtype=F64)
+    with torch.no_grad():
+        layer.weight_raw.copy_(torch.tensor([[0.0, 3.0], [-3.0, 0.0]], dtype=F64))
+        layer.bias.zero_()
+    output = layer(torch.tensor([[0.3, 0.1]], dtype=F64))
+    with pytest.warns(RuntimeWarning, match="did not converge"):
+        try:
+            output.sum().backward()
+        except HypergradientError:
+            pass

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -124,10 +125,15 @@ class BregmanEquilibrium(nn.Module):
         on_failure: ``"raise"`` an :class:`EquilibriumError` (default),
             ``"warn"`` or ``"ignore"`` when the forward solve diverges or stops
             at ``maxiter``. ``last_result`` contains the diagnostics in every case.
-            Adjoint failures raise or warn (``"ignore"`` warns).
-        active_tol: a coordinate of the limit with |(Wz* + Ux + b)ᵢ| above this
-            value is treated as resting on the boundary of dom φ (an active
-            constraint) and gets derivative 0; see ``forward``.
+            After such a failure the backward pass warns (``RuntimeWarning``,
+            with the residual, for ``"ignore"`` too) and returns the implicit
+            gradient at the last iterate, which is not a fixed point, so the
+            gradient is inexact. No coordinate is frozen then, since the
+            boundary test below holds only at a limit. Adjoint failures raise
+            or warn (``"ignore"`` warns).
+        active_tol: a coordinate of a converged limit with |(Wz* + Ux + b)ᵢ|
+            above this value is treated as resting on the boundary of dom φ (an
+            active constraint) and gets derivative 0; see ``forward``.
         device, dtype: of the parameters.
 
     Shape:
@@ -140,7 +146,8 @@ class BregmanEquilibrium(nn.Module):
         bias: the Parameter b, shape (features,), or None.
         last_result: the :class:`FixedPointResult` of the latest forward solve.
         last_active: boolean mask of the coordinates treated as active
-            constraints in the latest forward pass with autograd, or None.
+            constraints in the latest forward pass with autograd (all False
+            when that solve did not converge), or None.
 
     Example:
         >>> layer = BregmanEquilibrium(4, "arctan", in_features=2, injection=True)
@@ -361,7 +368,8 @@ class BregmanEquilibrium(nn.Module):
         on the number of iterations. A coordinate at the boundary of dom φ is
         recognised by a nonzero gradient of f there, because the optimality
         condition Wz + Ux + b = 0 is met only at interior limits, and it is held
-        constant.
+        constant. When the forward solve failed (``on_failure`` ``"warn"`` or
+        ``"ignore"``), nothing is held constant and the backward pass warns.
 
         Raises:
             EquilibriumError: the forward solve failed and ``on_failure="raise"``.
@@ -388,10 +396,15 @@ class BregmanEquilibrium(nn.Module):
         # Coordinates whose gradient Wz + Ux + b is not zero can only be limits
         # on the boundary of dom φ. There ∂T/∂z has eigenvalues near 1 and the
         # adjoint system degenerates, but the limit stays on the boundary under
-        # small parameter changes, so its derivative is 0: freeze them.
+        # small parameter changes, so its derivative is 0: freeze them. An
+        # unconverged iterate is no limit, and there a nonzero gradient does not
+        # mark a boundary coordinate, so nothing is frozen.
         fixed_point = result.solution
-        with torch.no_grad():
-            active = (fixed_point @ weight.T + shift).abs() > self.active_tol
+        if result.converged:
+            with torch.no_grad():
+                active = (fixed_point @ weight.T + shift).abs() > self.active_tol
+        else:
+            active = torch.zeros_like(fixed_point, dtype=torch.bool)
         self.last_active = active
         differentiated = step
         if bool(active.any()):
@@ -399,7 +412,7 @@ class BregmanEquilibrium(nn.Module):
             def differentiated(z: torch.Tensor) -> torch.Tensor:
                 return torch.where(active, fixed_point, step(z))
 
-        return attach_implicit_gradient(
+        output = attach_implicit_gradient(
             differentiated,
             fixed_point,
             linear_solver=self.linear_solver,
@@ -407,6 +420,30 @@ class BregmanEquilibrium(nn.Module):
             maxiter=self.adjoint_maxiter,
             on_failure="raise" if self.on_failure == "raise" else "warn",
         )
+        if result.converged or not output.requires_grad:
+            return output
+        return self._warn_in_backward(output, result)
+
+    def _warn_in_backward(self, output: torch.Tensor, result: FixedPointResult) -> torch.Tensor:
+        """Return a view of ``output`` whose backward pass warns that the forward solve failed.
+
+        The hook sits on a view, so it runs before the adjoint solve of
+        ``output``, and the warning comes first even when that solve then raises.
+        """
+        message = (
+            f"backward through an equilibrium forward solve ({self.solver_name}) that did not converge (status "
+            f"{result.status!r}, residual {result.residual:.3e} > tol={self.tol:.1e} after "
+            f"{result.iterations} iterations): the gradient is the implicit one at the last "
+            "iterate, which is not a fixed point, so it is inexact"
+        )
+
+        def warn(grad: torch.Tensor) -> None:
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+            logger.warning(message)
+
+        view = output.view_as(output)
+        view.register_hook(warn)
+        return view
 
     def extra_repr(self) -> str:
         return (
