@@ -345,3 +345,33 @@ def test_unconverged_rotation_not_silent() -> None:
             output.sum().backward()
         except HypergradientError:
             pass
+
+
+def _failure_message(layer: BregmanEquilibrium, x: torch.Tensor) -> str:
+    with pytest.raises(EquilibriumError) as caught:
+        with torch.no_grad():
+            layer(x)
+    return str(caught.value)
+
+
+def test_failure_advice_anderson() -> None:
+    layer = BregmanEquilibrium(3, "tanh", in_features=2, solver="anderson", maxiter=2, tol=1e-12, dtype=F64)
+    message = _failure_message(layer, torch.ones(1, 2, dtype=F64))
+    assert "solver='iteration'" in message
+    assert "weight='negative'" not in message
+
+
+def test_failure_advice_free_weight() -> None:
+    layer = BregmanEquilibrium(2, "arctan", weight="free", injection=False, maxiter=20, dtype=F64)
+    with torch.no_grad():
+        layer.weight_raw.copy_(-40.0 * torch.eye(2, dtype=F64))
+    message = _failure_message(layer, torch.tensor([[0.5, -0.3]], dtype=F64))
+    assert "weight='negative' or 'symmetric'" in message
+
+
+def test_failure_advice_iteration_mm_weight() -> None:
+    # The default weight already keeps T an MM map: only the budget can help.
+    layer = BregmanEquilibrium(3, "tanh", in_features=2, maxiter=2, tol=1e-12, dtype=F64)
+    message = _failure_message(layer, torch.ones(1, 2, dtype=F64))
+    assert "maxiter=2" in message
+    assert "weight=" not in message

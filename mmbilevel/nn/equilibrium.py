@@ -114,6 +114,11 @@ class BregmanEquilibrium(nn.Module):
             of ρ at the wrong end of dom φ, from where the iteration barely
             moves. The residual then stays large and the solve is reported as
             failed, so prefer ``"iteration"`` when limits lie on the boundary.
+            With inputs of unit scale, most coordinates of the limit of a
+            default layer can lie there (7/8 of them for a 4 → 6 tanh model
+            with standard normal inputs, seed 0), so Anderson often fails on default
+            models. It can also fail on nonconvex problems (``"symmetric"``
+            or ``"free"`` weights).
         tol: absolute forward residual maxᵢ ‖T(z)ᵢ − zᵢ‖₂ at which to stop.
         maxiter: forward iteration cap.
         solver_options: extra options of the forward solver (for Anderson:
@@ -386,7 +391,7 @@ class BregmanEquilibrium(nn.Module):
             message = (
                 f"equilibrium forward solve ({self.solver_name}) ended with status {result.status!r} "
                 f"after {result.iterations} iterations, residual {result.residual:.3e} > tol={self.tol:.1e}; "
-                "raise maxiter, or use weight='negative' or 'symmetric', which keep T an MM map"
+                + self._failure_advice(result)
             )
             handle_failure(message, self.on_failure, EquilibriumError(message, result))
 
@@ -423,6 +428,25 @@ class BregmanEquilibrium(nn.Module):
         if result.converged or not output.requires_grad:
             return output
         return self._warn_in_backward(output, result)
+
+    def _failure_advice(self, result: FixedPointResult) -> str:
+        """Return the remedies that apply to this layer's settings after a failed forward solve."""
+        if self.solver_name == "anderson":
+            return (
+                "use solver='iteration': Anderson extrapolation often stalls when limits lie on "
+                "the boundary of dom φ, and it can fail on nonconvex problems"
+            )
+        if self.weight_mode == "free":
+            return (
+                f"use weight='negative' or 'symmetric', which keep T an MM map, or raise "
+                f"maxiter={self.maxiter}"
+            )
+        if result.status == "diverged":
+            return "check the input and the parameters for non-finite values"
+        return (
+            f"raise maxiter={self.maxiter} or loosen tol={self.tol:.1e}: limits on the boundary of "
+            "dom φ are approached only sublinearly"
+        )
 
     def _warn_in_backward(self, output: torch.Tensor, result: FixedPointResult) -> torch.Tensor:
         """Return a view of ``output`` whose backward pass warns that the forward solve failed.
