@@ -54,8 +54,9 @@ class ConvFFNN(nn.Module):
         dtype: floating dtype of the parameters.
 
     Shape:
-        - Input: (N, in_channels, H, W), any real values (for example
-          pixels mapped by :func:`mmbilevel.nn.to_domain`).
+        - Input: (N, in_channels, H, W) with (H, W) = ``image_size``, any
+          real values (for example pixels mapped by
+          :func:`mmbilevel.nn.to_domain`); another shape raises ValueError.
         - Output: (N, out_features).
 
     Example:
@@ -115,8 +116,26 @@ class ConvFFNN(nn.Module):
         )
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Return the feature vector ρ(P · flatten(CNN(x))) in dom φ, shape (N, features)."""
+        """Return the feature vector ρ(P · flatten(CNN(x))) in dom φ, shape (N, features).
+
+        Raises:
+            ValueError: x is not shaped (N, in_channels, height, width) with the
+                ``in_channels`` and ``image_size`` of the model.
+        """
+        self._check_input(x)
         return self.phi.grad_conjugate(self.projection(self.extractor(x)))
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        # Sizes that pool to the same grid (29 × 29 and 28 × 28) would pass the
+        # linear map silently, and others fail there with a bare shape error.
+        expected = (self.in_channels, *self.image_size)
+        if x.dim() != 4 or tuple(x.shape[1:]) != expected:
+            raise ValueError(
+                f"expected images of shape (N, {expected[0]}, {expected[1]}, {expected[2]}), that "
+                f"is (channels, height, width) = {expected} from in_channels and image_size, got "
+                f"shape {tuple(x.shape)}; resize the images, or build the model with "
+                "image_size=(height, width) and in_channels of the data"
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
