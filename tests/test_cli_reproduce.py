@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import logging
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -154,3 +156,101 @@ def test_default_lr_grid_is_log_spaced():
     assert DEFAULT_LR_GRID[0] == 0.01
     assert DEFAULT_LR_GRID[-1] == 10.0
     assert all(math.isclose(ratio, math.sqrt(10), rel_tol=1e-5) for ratio in ratios)
+
+
+FIG4_CSV = "layer,z1,z2,label\n0,0.1,0.2,0\n0,0.3,-0.1,1\n1,0.2,0.2,0\n1,0.1,-0.3,1\n"
+
+
+@pytest.mark.parametrize(
+    "files, damaged",
+    [
+        ({"fig4.json": '{"head_weight": [[1, 0], [0', "fig4.csv": FIG4_CSV}, "fig4.json"),
+        ({"fig4.json": "{}", "fig4.csv": FIG4_CSV}, "fig4.json"),
+        ({"fig4.json": '{"head_weight": [[1, 0], [0, 1]], "head_bias": [0, 0]}',
+          "fig4.csv": "layer,z1\n0,abc\n"}, "fig4.csv"),
+        ({"fig5.json": '{"curves": {"random": []}, "epochs": 3}'}, "fig5.json"),
+        ({"fig6-left.json": "[1, 2]"}, "fig6-left.json"),
+        ({"fig6-right.json": '{"differences": {"standard": {"mean_difference": [1, 2]}}}'}, "fig6-right.json"),
+    ],
+    ids=["truncated-json", "empty-object", "bad-csv", "wrong-shape", "not-object", "missing-key"],
+)
+def test_two_spiral_replot_damaged_data(tmp_path, capsys, caplog, files, damaged):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    assert main(["reproduce", "two-spiral", "--replot", "--out", str(tmp_path)]) == 1
+    errors = [record for record in caplog.records if record.levelname == "ERROR"]
+    assert len(errors) == 1
+    assert str(tmp_path / damaged) in errors[0].getMessage()
+    assert "without --replot" in errors[0].getMessage()
+    assert errors[0].exc_info is None
+    assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def trained_table2(tmp_path_factory):
+    """Train one tiny Table 2 cell; return its data folder and the command that trained it."""
+    root = tmp_path_factory.mktemp("table2")
+    write_idx(root / "data")
+    command = ["reproduce", "table2", "--dataset", "mnist", "--data-dir", str(root / "data"),
+               "--out", str(root / "out"), "--epochs", "1", "--realizations", "1", "--limit", "16",
+               "--test-limit", "8", "--width", "4", "--rows", "ffnn1", "--variants", "bregman", "--no-progress"]
+    assert main(command) == 0
+    return root, command
+
+
+def copy_run(trained, tmp_path: Path) -> tuple[list[str], Path]:
+    root, command = trained
+    shutil.copytree(root / "out", tmp_path / "out")
+    command = [str(tmp_path / "out") if part == str(root / "out") else part for part in command]
+    return command, tmp_path / "out" / "mnist" / "ffnn1" / "bregman"
+
+
+def single_error(caplog) -> str:
+    errors = [record for record in caplog.records if record.levelname == "ERROR"]
+    assert len(errors) == 1, [record.getMessage() for record in errors]
+    assert errors[0].exc_info is None
+    return errors[0].getMessage()
+
+
+def test_table2_resume_truncated_checkpoint(trained_table2, tmp_path, caplog, capsys):
+    command, cell = copy_run(trained_table2, tmp_path)
+    checkpoint = cell / "checkpoint-seed0.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:100])
+    # Two epochs, so the stored results do not match and the checkpoint is read.
+    command[command.index("--epochs") + 1] = "2"
+    assert main(command + ["--resume"]) == 1
+    message = single_error(caplog)
+    assert str(checkpoint) in message
+    assert "rerun without --resume" in message
+    assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text", ['{"run": {', "[]", '{"run": {"experiment": "table2"}}'],
+                         ids=["truncated", "not-object", "missing-keys"])
+def test_table2_resume_damaged_results(trained_table2, tmp_path, caplog, capsys, text):
+    command, cell = copy_run(trained_table2, tmp_path)
+    (cell / "results.json").write_text(text)
+    assert main(command + ["--resume"]) == 1
+    message = single_error(caplog)
+    assert str(cell / "results.json") in message
+    assert "rerun without --resume" in message
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_table2_damaged_results_without_resume(trained_table2, tmp_path, caplog):
+    # Without --resume the cell is trained again, but the table still reads every stored cell.
+    command, cell = copy_run(trained_table2, tmp_path)
+    other = cell.parent / "standard"
+    other.mkdir()
+    (other / "results.json").write_text("{")
+    assert main(command) == 1
+    message = single_error(caplog)
+    assert str(other / "results.json") in message
+    assert "Delete the file" in message
+
+
+def test_reproduce_traceback_with_debug(tmp_path, caplog):
+    (tmp_path / "fig6-left.json").write_text("{")
+    caplog.set_level(logging.DEBUG, logger="mmbilevel")
+    assert main(["-vv", "reproduce", "two-spiral", "--replot", "--out", str(tmp_path)]) == 1
+    assert any(record.exc_info for record in caplog.records if record.levelname == "DEBUG")

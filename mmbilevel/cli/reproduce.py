@@ -192,19 +192,10 @@ def _run_two_spiral(args: argparse.Namespace) -> int:
     from mmbilevel.train import resolve_device
 
     if args.replot:
-        try:
-            paths = redraw_figures(args.out)
-        except FileNotFoundError as error:
-            logger.error("%s", error)
-            return 1
-        for path in paths:
+        for path in redraw_figures(args.out):
             print(f"redrew {path}")
         return 0
-    try:
-        device = resolve_device(args.device)
-    except ValueError as error:
-        logger.error("%s", error)
-        return 2
+
     settings = SpiralSettings(
         epochs=args.epochs,
         lr=args.lr,
@@ -215,7 +206,7 @@ def _run_two_spiral(args: argparse.Namespace) -> int:
         lr_epochs=args.lr_epochs,
         depth=args.depth,
         dtype=torch.float64 if args.dtype == "float64" else torch.float32,
-        device=device,
+        device=resolve_device(args.device),
     )
     report = run_two_spiral(settings, args.out, figures=args.figures)
     for line in report.summary_lines():
@@ -224,33 +215,18 @@ def _run_two_spiral(args: argparse.Namespace) -> int:
 
 
 def _run_table2(args: argparse.Namespace) -> int:
-    from mmbilevel.data import DataFormatError, DatasetNotFoundError
     from mmbilevel.experiments.table2 import Table2Settings, collect_cells, format_table, run_table2
-    from mmbilevel.train import TrainingInterrupted
 
-    try:
-        settings = Table2Settings(
-            epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, optimizer=args.optimizer,
-            realizations=args.realizations, seed=args.seed, activation=args.activation,
-            width=args.width, cnn_features=args.cnn_features, cnn_channels=args.cnn_channels, limit=args.limit,
-            test_limit=args.test_limit, device=args.device,
-        )
-        cells = run_table2(
-            args.dataset, settings, args.out, rows=args.rows, variants=args.variants,
-            data_dir=args.data_dir, resume=args.resume, progress=False if args.no_progress else None,
-        )
-    except TrainingInterrupted as interrupt:
-        logger.error(
-            "interrupted: the state after epoch %s is saved in %s; rerun the same command with --resume",
-            interrupt.epoch, interrupt.checkpoint_path,
-        )
-        return 130
-    except (DatasetNotFoundError, DataFormatError) as error:
-        logger.error("%s", error)
-        return 1
-    except ValueError as error:
-        logger.error("%s", error)
-        return 2
+    settings = Table2Settings(
+        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, optimizer=args.optimizer,
+        realizations=args.realizations, seed=args.seed, activation=args.activation,
+        width=args.width, cnn_features=args.cnn_features, cnn_channels=args.cnn_channels, limit=args.limit,
+        test_limit=args.test_limit, device=args.device,
+    )
+    cells = run_table2(
+        args.dataset, settings, args.out, rows=args.rows, variants=args.variants,
+        data_dir=args.data_dir, resume=args.resume, progress=False if args.no_progress else None,
+    )
 
     seconds = sum(cell.seconds for cell in cells)
     print(f"Table 2, {args.dataset}: test accuracy in percent, measured mean ± std (paper's mean)")
@@ -262,9 +238,35 @@ def _run_table2(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     """Run ``mmbilevel reproduce EXPERIMENT`` and return the exit status.
 
-    The status is 0 on success, 1 when data set files are missing or
-    corrupt, and 2 for invalid settings.
+    The status is 0 on success, 1 when a file is missing, corrupt or cannot
+    be written, 2 for invalid settings and 130 on Ctrl-C. Status 1 covers
+    the data set files and the damaged output of an earlier run that
+    ``--replot`` or ``--resume`` reads back. Errors are logged as one line
+    each, with the traceback at debug level (``-vv``).
     """
-    if args.experiment == "two-spiral":
-        return _run_two_spiral(args)
-    return _run_table2(args)
+    from mmbilevel.data import DataFormatError, DatasetNotFoundError
+    from mmbilevel.experiments.errors import OutputFileError
+    from mmbilevel.train import TrainingInterrupted
+
+    try:
+        if args.experiment == "two-spiral":
+            return _run_two_spiral(args)
+        return _run_table2(args)
+    except TrainingInterrupted as interrupt:
+        logger.error(
+            "interrupted: the state after epoch %s is saved in %s; rerun the same command with --resume",
+            interrupt.epoch, interrupt.checkpoint_path,
+        )
+        return 130
+    except (DatasetNotFoundError, DataFormatError, OutputFileError) as error:
+        logger.debug("traceback", exc_info=True)
+        logger.error("%s", error)
+        return 1
+    except ValueError as error:
+        logger.debug("traceback", exc_info=True)
+        logger.error("%s", error)
+        return 2
+    except OSError as error:
+        logger.debug("traceback", exc_info=True)
+        logger.error("%s", error)
+        return 1

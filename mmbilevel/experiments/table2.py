@@ -33,6 +33,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from mmbilevel.experiments.errors import OutputFileError
+
 __all__ = [
     "PAPER_TABLE2",
     "ROWS",
@@ -245,24 +247,67 @@ def _cell_dir(out: Path, dataset: str, row: str, variant: str) -> Path:
     return Path(out) / dataset / row / variant
 
 
-def _read_cell(path: Path) -> CellResult | None:
-    """Read a cell's ``results.json``; return None when it is missing or not a Table 2 cell."""
+def _read_cell(path: Path, fix: str = "") -> CellResult | None:
+    """Read a cell's ``results.json``; return None when it is missing or not a Table 2 cell.
+
+    Raises:
+        OutputFileError: the file is not valid JSON or lacks the entries of a
+            Table 2 cell. The message ends with ``fix``, or by default with
+            the advice to delete the file and train the cell again.
+    """
     if not path.is_file():
         return None
-    document = json.loads(path.read_text(encoding="utf-8"))
-    run = document.get("run", {})
-    if run.get("experiment") != "table2":
-        return None
-    accuracies = [100.0 * item["final"]["test_accuracy"] for item in document["realizations"]]
-    return CellResult(
-        dataset=run["dataset"],
-        row=run["row"],
-        variant=run["variant"],
-        accuracies=accuracies,
-        seeds=[item["seed"] for item in document["realizations"]],
-        seconds=document["wall_seconds"],
-        settings={**run, "config": document["config"]},
-    )
+    fix = fix or "Delete the file and rerun the command to train this cell again"
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise OutputFileError(path, f"not valid JSON ({error})", fix) from error
+
+    # A file of valid JSON but the wrong structure fails in the lookups below.
+    try:
+        run = document.get("run", {})
+        if run.get("experiment") != "table2":
+            return None
+        accuracies = [100.0 * item["final"]["test_accuracy"] for item in document["realizations"]]
+        return CellResult(
+            dataset=run["dataset"],
+            row=run["row"],
+            variant=run["variant"],
+            accuracies=accuracies,
+            seeds=[item["seed"] for item in document["realizations"]],
+            seconds=document["wall_seconds"],
+            settings={**run, "config": document["config"]},
+        )
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
+        raise OutputFileError(
+            path, f"not the results of a Table 2 cell ({type(error).__name__}: {error})", fix
+        ) from error
+
+
+def _checkpoint_path(cell_dir: Path, seed: int) -> Path:
+    return cell_dir / f"checkpoint-seed{seed}.pt"
+
+
+def _check_checkpoint(path: Path, seed: int) -> None:
+    """Raise ``OutputFileError`` unless ``path`` is missing or a readable training checkpoint.
+
+    ``torch.load`` reports a damaged file with errors such as ``RuntimeError:
+    PytorchStreamReader failed reading zip archive``, which name neither the
+    file nor a way out. Checkpoints are written atomically, so only damage
+    from outside the program makes this fail.
+    """
+    from mmbilevel.train import load_checkpoint
+
+    if not path.is_file():
+        return
+    try:
+        load_checkpoint(path, map_location="cpu")
+    except Exception as error:
+        raise OutputFileError(
+            path,
+            f"not a readable training checkpoint ({type(error).__name__}: {error})",
+            f"Delete the file to train seed {seed} of this cell from the start, or rerun without --resume",
+        ) from error
 
 
 def run_cell(
@@ -293,6 +338,8 @@ def run_cell(
             have for this data set.
         DatasetNotFoundError: the data set files were not found.
         DataFormatError: a data file is corrupt.
+        OutputFileError: with ``resume``, the cell's ``results.json`` or one
+            of its checkpoints is damaged.
     """
     from mmbilevel.data import DATASETS, prepare
     from mmbilevel.train import TrainConfig, build_seeded, resolve_device, train_model
@@ -322,10 +369,15 @@ def run_cell(
     cell_dir = _cell_dir(Path(out), dataset, row, variant)
 
     if resume:
-        previous = _read_cell(cell_dir / RESULTS_FILE)
+        previous = _read_cell(
+            cell_dir / RESULTS_FILE, fix="Delete the file to train this cell again, or rerun without --resume"
+        )
         if previous is not None and _same_settings(previous.settings, run_settings, config):
             logger.info("reusing %s %s %s from %s", dataset, row, variant, cell_dir)
             return previous
+        # Check every checkpoint before the data are loaded, so a damaged one fails fast.
+        for seed in range(settings.seed, settings.seed + settings.realizations):
+            _check_checkpoint(_checkpoint_path(cell_dir, seed), seed)
 
     common = {"flatten": flatten, "data_dir": data_dir}
     train_data = prepare(dataset, settings.activation, split="train", limit=settings.limit, **common)
@@ -341,7 +393,7 @@ def run_cell(
         model = build_seeded(build_model, seed, device)
         result = train_model(
             model, train_data, test_data, seed_config,
-            checkpoint_path=cell_dir / f"checkpoint-seed{seed}.pt", resume=resume, progress=progress,
+            checkpoint_path=_checkpoint_path(cell_dir, seed), resume=resume, progress=progress,
             run_config=run_settings,
         )
         logger.info(
@@ -408,7 +460,11 @@ def run_table2(
 
 
 def collect_cells(out: str | Path, dataset: str) -> list[CellResult]:
-    """Read every Table 2 cell stored under ``OUT/<dataset>/``, in table order."""
+    """Read every Table 2 cell stored under ``OUT/<dataset>/``, in table order.
+
+    Raises:
+        OutputFileError: a cell's ``results.json`` is damaged.
+    """
     cells = []
     for row in ROWS:
         for variant in VARIANT_NAMES:

@@ -29,12 +29,14 @@ floating-point rounding; the tests check this.
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import json
 import logging
 import math
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,7 @@ import torch
 from torch.nn import functional
 from tqdm.auto import tqdm
 
+from mmbilevel.experiments.errors import OutputFileError
 from mmbilevel.nn import FFNN
 from mmbilevel.train.trainer import progress_enabled
 
@@ -912,49 +915,43 @@ def redraw_figures(out: str | Path) -> list[Path]:
 
     Raises:
         FileNotFoundError: ``out`` contains none of these data files.
+        OutputFileError: a data file is not valid JSON or CSV, or lacks the
+            entries of its figure. The message names the file.
     """
-    import csv
-
     from mmbilevel.experiments import plotting
 
     out = Path(out)
     written = []
 
-    def read(name: str) -> dict[str, Any] | None:
-        path = out / f"{name}.json"
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-    fig5 = read("fig5")
+    fig5 = _read_figure_json(out, "fig5")
     if fig5 is not None:
-        curves = {
-            init: {variant: (group["mean_loss"], group["std_loss"]) for variant, group in by_variant.items()}
-            for init, by_variant in fig5["curves"].items()
-        }
-        written.append(plotting.plot_loss_curves(curves, out / "fig5.png", epochs=fig5["epochs"]))
+        with _figure_data_errors(out / "fig5.json", "fig5"):
+            curves = {
+                init: {variant: (group["mean_loss"], group["std_loss"]) for variant, group in by_variant.items()}
+                for init, by_variant in fig5["curves"].items()
+            }
+            written.append(plotting.plot_loss_curves(curves, out / "fig5.png", epochs=fig5["epochs"]))
 
-    fig4 = read("fig4")
+    fig4 = _read_figure_json(out, "fig4")
     if fig4 is not None and (out / "fig4.csv").is_file():
-        with open(out / "fig4.csv", newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-        layers = sorted({int(row["layer"]) for row in rows})
-        outputs = [
-            np.array([[float(row["z1"]), float(row["z2"])] for row in rows if int(row["layer"]) == layer])
-            for layer in layers
-        ]
-        labels = np.array([int(row["label"]) for row in rows if int(row["layer"]) == layers[0]])
-        weight, bias = np.array(fig4["head_weight"]), np.array(fig4["head_bias"])
-        boundary = (weight[1] - weight[0], float(bias[1] - bias[0]))
-        written.append(plotting.plot_layer_outputs(outputs, labels, out / "fig4.png", boundary=boundary))
+        with _figure_data_errors(out / "fig4.csv", "fig4"):
+            outputs, labels = _read_layer_outputs(out / "fig4.csv")
+        with _figure_data_errors(out / "fig4.json", "fig4"):
+            weight, bias = np.array(fig4["head_weight"], dtype=float), np.array(fig4["head_bias"], dtype=float)
+            boundary = (weight[1] - weight[0], float(bias[1] - bias[0]))
+            written.append(plotting.plot_layer_outputs(outputs, labels, out / "fig4.png", boundary=boundary))
 
-    left = read("fig6-left")
+    left = _read_figure_json(out, "fig6-left")
     if left is not None:
-        accuracy = {v: (d["mean_accuracy"], d["std_accuracy"]) for v, d in left["accuracy"].items()}
-        written.append(plotting.plot_accuracy_vs_lr(left["learning_rates"], accuracy, out / "fig6-left.png"))
+        with _figure_data_errors(out / "fig6-left.json", "fig6-left"):
+            accuracy = {v: (d["mean_accuracy"], d["std_accuracy"]) for v, d in left["accuracy"].items()}
+            written.append(plotting.plot_accuracy_vs_lr(left["learning_rates"], accuracy, out / "fig6-left.png"))
 
-    right = read("fig6-right")
+    right = _read_figure_json(out, "fig6-right")
     if right is not None:
-        differences = {v: (d["mean_difference"], d["std_difference"]) for v, d in right["differences"].items()}
-        written.append(plotting.plot_layer_differences(differences, out / "fig6-right.png"))
+        with _figure_data_errors(out / "fig6-right.json", "fig6-right"):
+            differences = {v: (d["mean_difference"], d["std_difference"]) for v, d in right["differences"].items()}
+            written.append(plotting.plot_layer_differences(differences, out / "fig6-right.png"))
 
     if not written:
         raise FileNotFoundError(
@@ -962,3 +959,55 @@ def redraw_figures(out: str | Path) -> list[Path]:
             "run mmbilevel reproduce two-spiral with --out there first"
         )
     return written
+
+
+def _refresh_hint(figure: str) -> str:
+    return (
+        f"Delete the file and run mmbilevel reproduce two-spiral --figures {figure} with the same --out "
+        "and without --replot to write it again"
+    )
+
+
+@contextlib.contextmanager
+def _figure_data_errors(path: Path, figure: str) -> Iterator[None]:
+    """Turn an error raised while reading or plotting the data of ``path`` into an ``OutputFileError``.
+
+    A file of the right format but the wrong content (a missing key, a list
+    where a mapping belongs, lengths that do not match) fails deep inside the
+    parsing or matplotlib code with one of these exception types.
+    """
+    try:
+        yield
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, csv.Error) as error:
+        raise OutputFileError(
+            path, f"invalid data for {figure} ({type(error).__name__}: {error})", _refresh_hint(figure)
+        ) from error
+
+
+def _read_figure_json(out: Path, figure: str) -> dict[str, Any] | None:
+    """Return the parsed ``<figure>.json`` in ``out``, or None when the file does not exist."""
+    path = out / f"{figure}.json"
+    if not path.is_file():
+        return None
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise OutputFileError(path, f"not valid JSON ({error})", _refresh_hint(figure)) from error
+    if not isinstance(document, dict):
+        raise OutputFileError(
+            path, f"expected a JSON object, found {type(document).__name__}", _refresh_hint(figure)
+        )
+    return document
+
+
+def _read_layer_outputs(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
+    """Read the per-layer outputs (N, 2) and the labels (N,) of Figure 4 from its CSV file."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    layers = sorted({int(row["layer"]) for row in rows})
+    outputs = [
+        np.array([[float(row["z1"]), float(row["z2"])] for row in rows if int(row["layer"]) == layer])
+        for layer in layers
+    ]
+    labels = np.array([int(row["label"]) for row in rows if int(row["layer"]) == layers[0]])
+    return outputs, labels
