@@ -164,3 +164,11 @@ def test_non_scalar_loss_rejected(method: str, options: dict) -> None:
     solver = _zero_coordinate_solver(theta, 60)
     with pytest.raises(ValueError, match=r"scalar.*shape \(1, 3\)"):
         hypergrad(solver, torch.zeros(1, 3, dtype=F64), lambda z: z.square(), [theta], method, **options)
+
+
+@pytest.mark.parametrize(("method", "options"), METHODS)
+def test_solve_rejects_create_graph(method: str, options: dict) -> None:
+    theta = torch.tensor(2.0, dtype=F64, requires_grad=True)
+    z = differentiable_solve(_scaled_identity_solver(theta), torch.zeros(2, 3, dtype=F64), [theta], method, **options)
+    with pytest.raises(RuntimeError, match="second-order"):
+        torch.autograd.grad(z.square().sum(), theta, create_graph=True)

@@ -11,7 +11,8 @@ forward pass like checkpointing the whole chain. The implicit method solves
 the adjoint system at the stored fixed point. Nothing from the forward pass
 other than x, z and the parameters is kept, so memory between forward and
 backward does not grow with the number of iterations. Second-order gradients
-(``create_graph=True``) are not supported.
+are not supported: a backward pass with ``create_graph=True`` raises
+RuntimeError.
 """
 
 from __future__ import annotations
@@ -97,8 +98,19 @@ class _SolveFunction(torch.autograd.Function):
         return z
 
     @staticmethod
-    @once_differentiable
     def backward(ctx: Any, grad_z: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        # Autograd enables grad mode during backward only for create_graph=True.
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                "second-order gradients through differentiable_solve are not supported: its "
+                "backward pass is computed without a graph; call backward() or "
+                "torch.autograd.grad without create_graph=True"
+            )
+        return _SolveFunction._first_order_backward(ctx, grad_z)
+
+    @staticmethod
+    @once_differentiable
+    def _first_order_backward(ctx: Any, grad_z: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         context: _Context = ctx.context
         options = context.options
         (z,) = ctx.saved_tensors
