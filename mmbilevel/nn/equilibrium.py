@@ -145,6 +145,12 @@ class BregmanEquilibrium(nn.Module):
         - Input: (*, in_features).
         - Output: (*, features), inside dom φ.
 
+    NOTE: the layer does not run under ``torch.vmap`` (the forward solve
+    stops on a data-dependent test) or ``torch.func.grad`` (the implicit
+    gradient calls ``requires_grad_()`` and registers hooks). Pass the batch
+    as leading dimensions instead, and use ``loss.backward()``.
+    ``torch.func.functional_call`` works.
+
     Attributes:
         weight_raw: the Parameter V, shape (features, features).
         injection_weight: the Parameter U, shape (features, in_features), or None.
