@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -205,20 +206,61 @@ def time_figure5(python: str, out: Path, extra: list[str], threads: int | None) 
     return time.perf_counter() - start
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer; give a value >= 1")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number of seconds > 0")
+    return value
+
+
+def _device_list(text: str) -> list[str]:
+    """Parse ``--devices``: a comma-separated subset of cpu and cuda, cuda only when available."""
+    names = list(dict.fromkeys(part.strip().lower() for part in text.split(",") if part.strip()))
+    unknown = [name for name in names if name not in ("cpu", "cuda")]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"invalid devices {text!r}; expected a comma-separated subset of cpu, cuda"
+        )
+    if "cuda" in names and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(
+            "cuda is not available on this machine (torch.cuda.is_available() is False); use --devices cpu"
+        )
+    return names
+
+
+def _default_devices() -> list[str]:
+    return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+
+
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--shapes", default=",".join(shape.name for shape in SHAPES),
                         help="comma-separated rows to time (default: all: %(default)s)")
     parser.add_argument("--activation", choices=sorted(PLAIN_ACTIVATIONS), default="arctan",
                         help="activation of every model (default arctan)")
-    parser.add_argument("--devices", default="cpu,cuda",
-                        help="devices to time; cuda is skipped when not available (default cpu,cuda)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds per row (default 15)")
-    parser.add_argument("--min-run-time", type=float, default=0.05,
-                        help="seconds of runs per model and round (default 0.05)")
-    parser.add_argument("--large-rounds", type=int, default=5,
-                        help="rounds for the rows wider than 1000 (default 5)")
+    parser.add_argument("--devices", type=_device_list, default=None,
+                        help="comma-separated devices to time, from cpu and cuda; asking for cuda without "
+                             "CUDA is an error (default: cpu, and cuda when available)")
+    parser.add_argument("--threads", type=_positive_int, default=1, help="torch CPU threads, >= 1 (default 1)")
+    parser.add_argument("--rounds", type=_positive_int, default=15,
+                        help="interleaved rounds per row, >= 1 (default 15)")
+    parser.add_argument("--min-run-time", type=_positive_seconds, default=0.05,
+                        help="seconds of runs per model and round, > 0 (default 0.05)")
+    parser.add_argument("--large-rounds", type=_positive_int, default=5,
+                        help="rounds for the rows wider than 1000, >= 1 (default 5)")
     parser.add_argument("--clock", choices=("auto", "cpu", "wall"), default="auto",
                         help="cpu: CPU time of the timing thread, which excludes time when other processes "
                              "hold the core; wall: elapsed time; auto (default): cpu for one CPU thread and "
@@ -228,7 +270,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
                         help="also time `mmbilevel reproduce two-spiral --figures fig5` (defaults of the paper)")
     parser.add_argument("--figure5-args", default="",
                         help="extra arguments of the Figure 5 command, one string (default none)")
-    parser.add_argument("--figure5-threads", type=int, default=None,
+    parser.add_argument("--figure5-threads", type=_positive_int, default=None,
                         help="OMP_NUM_THREADS of the Figure 5 run (default: inherit the environment)")
     parser.add_argument("--figure5-out", type=Path, default=Path("runs/bench-figure5"),
                         help="output folder of the Figure 5 run (default runs/bench-figure5)")
@@ -244,8 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"unknown shapes {unknown}; choose from {sorted(by_name)}")
     shapes = [by_name[name] for name in arguments.shapes.split(",")]
-    devices = [torch.device(name) for name in arguments.devices.split(",")
-               if name != "cuda" or torch.cuda.is_available()]
+    devices = [torch.device(name) for name in arguments.devices or _default_devices()]
     with_bregmanet = bregmanet_version() is not None and not arguments.no_bregmanet
     clock_name = arguments.clock
     if clock_name == "auto":

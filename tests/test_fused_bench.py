@@ -48,3 +48,35 @@ def test_main_runs_two_spiral_row(capsys):
     assert status == 0
     assert "| two-spiral | cpu | train step |" in output
     assert "| two-spiral | cpu | forward |" in output
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--rounds", "0", "0 is not a positive integer"),
+        ("--large-rounds", "-2", "-2 is not a positive integer"),
+        ("--threads", "0", "0 is not a positive integer"),
+        ("--figure5-threads", "0", "0 is not a positive integer"),
+        ("--min-run-time", "-1", "-1 is not a finite number of seconds > 0"),
+        ("--min-run-time", "0", "0 is not a finite number of seconds > 0"),
+        ("--min-run-time", "nan", "nan is not a finite number of seconds > 0"),
+        ("--rounds", "x", "invalid integer 'x'"),
+        ("--devices", "tpu", "invalid devices 'tpu'"),
+        ("--devices", ",", "invalid devices ','"),
+    ],
+)
+def test_main_rejects_invalid_option(capsys, option, value, message):
+    with pytest.raises(SystemExit) as info:
+        main(["--shapes", "two-spiral", option, value])
+    assert info.value.code == 2
+    error = capsys.readouterr().err
+    assert f"argument {option}" in error
+    assert message in error
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_main_rejects_cuda_without_cuda(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--shapes", "two-spiral", "--devices", "cpu,cuda"])
+    assert info.value.code == 2
+    assert "cuda is not available on this machine" in capsys.readouterr().err
