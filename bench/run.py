@@ -35,6 +35,7 @@ from torch.utils.benchmark import Timer
 from torch.utils.benchmark.utils.timer import timer as benchmark_timer
 
 import mmbilevel
+from mmbilevel.cli.argtypes import positive_int
 from bench.models import (
     PLAIN_ACTIVATIONS,
     SHAPES,
@@ -206,16 +207,6 @@ def time_figure5(python: str, out: Path, extra: list[str], threads: int | None) 
     return time.perf_counter() - start
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive integer; give a value >= 1")
-    return value
-
-
 def _positive_seconds(text: str) -> float:
     try:
         value = float(text)
@@ -254,12 +245,12 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--devices", type=_device_list, default=None,
                         help="comma-separated devices to time, from cpu and cuda; asking for cuda without "
                              "CUDA is an error (default: cpu, and cuda when available)")
-    parser.add_argument("--threads", type=_positive_int, default=1, help="torch CPU threads, >= 1 (default 1)")
-    parser.add_argument("--rounds", type=_positive_int, default=15,
+    parser.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads, >= 1 (default 1)")
+    parser.add_argument("--rounds", type=positive_int, default=15,
                         help="interleaved rounds per row, >= 1 (default 15)")
     parser.add_argument("--min-run-time", type=_positive_seconds, default=0.05,
                         help="seconds of runs per model and round, > 0 (default 0.05)")
-    parser.add_argument("--large-rounds", type=_positive_int, default=5,
+    parser.add_argument("--large-rounds", type=positive_int, default=5,
                         help="rounds for the rows wider than 1000, >= 1 (default 5)")
     parser.add_argument("--clock", choices=("auto", "cpu", "wall"), default="auto",
                         help="cpu: CPU time of the timing thread, which excludes time when other processes "
@@ -270,7 +261,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
                         help="also time `mmbilevel reproduce two-spiral --figures fig5` (defaults of the paper)")
     parser.add_argument("--figure5-args", default="",
                         help="extra arguments of the Figure 5 command, one string (default none)")
-    parser.add_argument("--figure5-threads", type=_positive_int, default=None,
+    parser.add_argument("--figure5-threads", type=positive_int, default=None,
                         help="OMP_NUM_THREADS of the Figure 5 run (default: inherit the environment)")
     parser.add_argument("--figure5-out", type=Path, default=Path("runs/bench-figure5"),
                         help="output folder of the Figure 5 run (default runs/bench-figure5)")

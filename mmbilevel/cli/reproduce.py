@@ -16,42 +16,14 @@ import logging
 import math
 from pathlib import Path
 
+from mmbilevel.cli.argtypes import nonnegative_int, positive_float, positive_int
+
 __all__ = ["add_arguments", "run"]
 
 logger = logging.getLogger(__name__)
 
 FIGURE_NAMES = ("fig4", "fig5", "fig6-left", "fig6-right")
 TABLE2_DATASETS = ("mnist", "fashion-mnist", "cifar10")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive integer; give a value >= 1")
-    return value
-
-
-def _nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative; give a value >= 0")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text} is not a finite number > 0")
-    return value
 
 
 def parse_lr_grid(text: str) -> tuple[float, ...]:
@@ -67,20 +39,20 @@ def parse_lr_grid(text: str) -> tuple[float, ...]:
             raise argparse.ArgumentTypeError(
                 f"invalid grid {text!r}: expected logspace:LOW:HIGH:COUNT, for example logspace:0.01:10:7"
             )
-        low, high = _positive_float(parts[0]), _positive_float(parts[1])
-        count = _positive_int(parts[2])
+        low, high = positive_float(parts[0]), positive_float(parts[1])
+        count = positive_int(parts[2])
         if count == 1:
             return (low,)
         ratio = math.log(high / low) / (count - 1)
         return tuple(low * math.exp(ratio * index) for index in range(count))
-    return tuple(_positive_float(part.strip()) for part in text.split(","))
+    return tuple(positive_float(part.strip()) for part in text.split(","))
 
 
 def _channels(text: str) -> tuple[int, int]:
     parts = text.split(",")
     if len(parts) != 2:
         raise argparse.ArgumentTypeError(f"invalid channels {text!r}: expected two counts such as 32,64")
-    first, second = (_positive_int(part.strip()) for part in parts)
+    first, second = (positive_int(part.strip()) for part in parts)
     return first, second
 
 
@@ -102,22 +74,22 @@ def _add_two_spiral(parser: argparse.ArgumentParser) -> None:
                         help="folder for the PNG plots and their JSON/CSV data (default runs/two-spiral)")
     parser.add_argument("--figures", type=_csv_choice(FIGURE_NAMES, "figures"), default=FIGURE_NAMES,
                         metavar="LIST", help="comma-separated subset of " + ", ".join(FIGURE_NAMES) + " (default all)")
-    parser.add_argument("--epochs", type=_nonnegative_int, default=1000, metavar="N",
+    parser.add_argument("--epochs", type=nonnegative_int, default=1000, metavar="N",
                         help="epochs of Figures 4, 5 and 6 right (default 1000, as in the paper)")
-    parser.add_argument("--lr-epochs", type=_nonnegative_int, default=10_000, metavar="N",
+    parser.add_argument("--lr-epochs", type=nonnegative_int, default=10_000, metavar="N",
                         help="epochs per learning rate of Figure 6 left (default 10000, as in the paper)")
-    parser.add_argument("--realizations", type=_positive_int, default=10, metavar="R",
+    parser.add_argument("--realizations", type=positive_int, default=10, metavar="R",
                         help="realizations (seeds) per variant and setting (default 10)")
-    parser.add_argument("--lr", type=_positive_float, default=0.1, metavar="LR",
+    parser.add_argument("--lr", type=positive_float, default=0.1, metavar="LR",
                         help="learning rate of Figures 4, 5 and 6 right (default 0.1)")
     parser.add_argument("--lr-grid", type=parse_lr_grid, default=None, metavar="GRID",
                         help="learning rates of Figure 6 left: comma-separated values or "
                         "logspace:LOW:HIGH:COUNT (default logspace:0.01:10:7)")
-    parser.add_argument("--depth", type=_positive_int, default=50, metavar="L",
+    parser.add_argument("--depth", type=positive_int, default=50, metavar="L",
                         help="number of layers of Figure 6 right (default 50)")
-    parser.add_argument("--batch-size", type=_positive_int, default=10, metavar="B",
+    parser.add_argument("--batch-size", type=positive_int, default=10, metavar="B",
                         help="mini-batch size (default 10)")
-    parser.add_argument("--seed", type=_nonnegative_int, default=0, metavar="S",
+    parser.add_argument("--seed", type=nonnegative_int, default=0, metavar="S",
                         help="seed of realization 1; realization r uses S + r − 1 (default 0)")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float64",
                         help="floating dtype of data and weights (default float64)")
@@ -137,26 +109,26 @@ def _add_table2(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variants", type=_csv_choice(("standard", "euclidean", "bregman"), "variants"),
                         default=("standard", "euclidean", "bregman"), metavar="LIST",
                         help="comma-separated subset of standard, euclidean, bregman (default all)")
-    parser.add_argument("--epochs", type=_nonnegative_int, default=10, metavar="N", help="epochs (default 10)")
-    parser.add_argument("--realizations", type=_positive_int, default=5, metavar="R",
+    parser.add_argument("--epochs", type=nonnegative_int, default=10, metavar="N", help="epochs (default 10)")
+    parser.add_argument("--realizations", type=positive_int, default=5, metavar="R",
                         help="realizations (seeds) per cell (default 5, as in the paper)")
-    parser.add_argument("--seed", type=_nonnegative_int, default=0, metavar="S",
+    parser.add_argument("--seed", type=nonnegative_int, default=0, metavar="S",
                         help="seed of realization 1; realization r uses S + r − 1 (default 0)")
     parser.add_argument("--optimizer", type=str.lower, choices=("adam", "sgd"), default="adam",
                         help="optimizer (default adam)")
-    parser.add_argument("--lr", type=_positive_float, default=1e-3, metavar="LR", help="learning rate (default 0.001)")
-    parser.add_argument("--batch-size", type=_positive_int, default=128, metavar="B", help="mini-batch size (default 128)")
+    parser.add_argument("--lr", type=positive_float, default=1e-3, metavar="LR", help="learning rate (default 0.001)")
+    parser.add_argument("--batch-size", type=positive_int, default=128, metavar="B", help="mini-batch size (default 128)")
     parser.add_argument("--activation", type=str.lower, default="sigmoid", metavar="NAME",
                         help="activation of the hidden layers, a Legendre function name (default sigmoid)")
-    parser.add_argument("--width", type=_positive_int, default=None, metavar="D",
+    parser.add_argument("--width", type=positive_int, default=None, metavar="D",
                         help="hidden width of the FFNN rows (default: number of pixels, 784 for 28 × 28)")
-    parser.add_argument("--cnn-features", type=_positive_int, default=128, metavar="F",
+    parser.add_argument("--cnn-features", type=positive_int, default=128, metavar="F",
                         help="feature and hidden width of the CNN row's FFNN head (default 128)")
     parser.add_argument("--cnn-channels", type=_channels, default=(32, 64), metavar="C1,C2",
                         help="output channels of the two convolution blocks of the CNN row (default 32,64)")
-    parser.add_argument("--limit", type=_positive_int, default=None, metavar="N",
+    parser.add_argument("--limit", type=positive_int, default=None, metavar="N",
                         help="train on the first N training samples only")
-    parser.add_argument("--test-limit", type=_positive_int, default=None, metavar="N",
+    parser.add_argument("--test-limit", type=positive_int, default=None, metavar="N",
                         help="evaluate on the first N test samples only")
     parser.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
                         help="folder of the data set files (else $MMBILEVEL_DATA or /usr/share/datasets)")

@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from mmbilevel.cli.argtypes import nonnegative_int, positive_float, positive_int
+
 __all__ = ["add_arguments", "run", "DATASET_DEFAULTS", "parse_widths"]
 
 logger = logging.getLogger(__name__)
@@ -72,36 +74,6 @@ DATASET_DEFAULTS: dict[str, DatasetDefaults] = {
     "fashion-mnist": DatasetDefaults("ffnn", (784,), "sigmoid", 10, 1e-3, 128, "adam", "cross-entropy"),
     "cifar10": DatasetDefaults("cnn", (128,), "sigmoid", 20, 1e-3, 128, "adam", "cross-entropy"),
 }
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive integer; give a value >= 1")
-    return value
-
-
-def _nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative; give a value >= 0")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text} is not a finite number > 0")
-    return value
 
 
 def parse_widths(text: str) -> tuple[int, ...]:
@@ -160,16 +132,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init", type=_lower, choices=INIT_NAMES, default="random",
                         help="random weights, or the deterministic non-informative ones "
                         "(W = I for standard, W = 0 otherwise, zero biases); default random")
-    parser.add_argument("--epochs", type=_nonnegative_int, default=None, metavar="N", help="number of epochs")
-    parser.add_argument("--lr", type=_positive_float, default=None, metavar="LR", help="learning rate > 0")
-    parser.add_argument("--batch-size", type=_positive_int, default=None, metavar="B", help="mini-batch size")
+    parser.add_argument("--epochs", type=nonnegative_int, default=None, metavar="N", help="number of epochs")
+    parser.add_argument("--lr", type=positive_float, default=None, metavar="LR", help="learning rate > 0")
+    parser.add_argument("--batch-size", type=positive_int, default=None, metavar="B", help="mini-batch size")
     parser.add_argument("--optimizer", type=_lower, choices=OPTIMIZERS.names(), default=None,
                         help="upper-level optimizer, mini-batch SGD or Adam")
     parser.add_argument("--loss", type=_lower, choices=LOSSES.names(), default=None,
                         help="cross-entropy, or squared error of the logits against one-hot labels")
-    parser.add_argument("--seed", type=_nonnegative_int, default=0, metavar="S",
+    parser.add_argument("--seed", type=nonnegative_int, default=0, metavar="S",
                         help="seed of realization 1; realization r uses S + r − 1 (default 0)")
-    parser.add_argument("--realizations", type=_positive_int, default=1, metavar="R",
+    parser.add_argument("--realizations", type=positive_int, default=1, metavar="R",
                         help="number of independent realizations (seeds) to train (default 1)")
     parser.add_argument("--sequential", action="store_true",
                         help="train realizations one after another instead of as one vectorized batch")
@@ -177,9 +149,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder of the data set files, or a root folder that contains them in "
                         "DIR/NAME (for example DIR/fashion-mnist); without it, $MMBILEVEL_DATA is searched "
                         "the same two ways, then /usr/share/datasets/NAME")
-    parser.add_argument("--limit", type=_positive_int, default=None, metavar="N",
+    parser.add_argument("--limit", type=positive_int, default=None, metavar="N",
                         help="train on the first N training samples only")
-    parser.add_argument("--test-limit", type=_positive_int, default=None, metavar="N",
+    parser.add_argument("--test-limit", type=positive_int, default=None, metavar="N",
                         help="evaluate on the first N test samples only")
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32",
                         help="floating dtype of data and weights (default float32)")
@@ -197,7 +169,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           help="delete the files of an earlier run in --out (results, history, checkpoints) "
                           "and start over; without --resume or --overwrite, an --out that contains "
                           "another run is rejected")
-    parser.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="N",
+    parser.add_argument("--checkpoint-every", type=positive_int, default=None, metavar="N",
                         help="save a checkpoint every N epochs (default: about every tenth of the run)")
     parser.add_argument("--no-progress", action="store_true", help="do not draw progress bars")
 
