@@ -20,7 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "solve a small lower-level MM problem and print its diagnostics"),
     "verify-table1": ("verify", "check the Legendre functions of Table 1 symbolically"),
     "train": ("train", "train a Standard, Euclidean or Bregman network on a data set"),
-    "reproduce": ("reproduce", "reproduce the figures and tables of the paper"),
+    "reproduce": ("reproduce", "reproduce the figures and tables of \"Bilevel Learning of Deep Representations\""),
 }
 
 
