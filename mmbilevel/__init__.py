@@ -3,7 +3,7 @@
 The package follows the layers of the method in "Bilevel Learning of Deep
 Representations" (Frecon, Salzo, Pontil, 2021):
 
-- core math, which knows nothing of neural networks: ``legendre`` (Legendre
+- core math, which imports nothing from the network side: ``legendre`` (Legendre
   functions and activations), ``prox`` (regularizers and prox operators),
   ``majorants``, ``mm`` (the MM solver), ``hypergrad`` and ``symbolic``;
 - networks built on the core: ``nn``;

@@ -406,10 +406,10 @@ def train_stacked(
     order_row = torch.tensor([unique_seeds.index(int(seed)) for seed in seeds], device=device)
     diverged_at = [-1] * net.count
 
-    # The stacked tensors hold a few thousand numbers, far below the size where
-    # intra-op threads pay off; on a loaded machine a second thread that is not
-    # scheduled stalls every parallel operation (about 20 times slower measured
-    # on 2 shared cores), so training runs on one thread.
+    # The stacked tensors contain a few thousand numbers, too few for intra-op
+    # threads to pay off. On a loaded machine a second thread that is not
+    # scheduled stalls every parallel operation: the Figure 5 run took 692 s
+    # with two threads and 30 s with one on 2 shared cores.
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -22,7 +22,7 @@ variable on the closed interval I = dom φ ∩ dom g:
 
 Every other convex g goes through the batched safeguarded scalar solver
 :func:`mmbilevel.rootfind.solve_increasing` on φ′(u) + τ s′(u) = v ∓ τλ, where
-s is the smooth part of g̃ and λ the weight of its ℓ1 part. The result says
+s is the smooth part of g̃ and λ the weight of its ℓ1 part. The result reports
 whether it converged and to which residual. A warning is logged when it did
 not converge.
 """
